@@ -1,0 +1,73 @@
+"""The errors terra raises: one root, a few specific kinds.
+
+Each error also inherits the builtin a caller would naturally catch, so
+``except KeyError`` keeps working for a missing object.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousPrefix",
+    "ConfigError",
+    "CorruptObject",
+    "LeaseTimeout",
+    "NotFound",
+    "PickleRefused",
+    "SerializationError",
+    "StoreError",
+    "TaskError",
+    "TerraError",
+    "UnsupportedFilesystem",
+    "UnsupportedFormat",
+]
+
+
+class TerraError(Exception):
+    """Root of every error terra raises."""
+
+
+class StoreError(TerraError, OSError):
+    """The store cannot be opened or written."""
+
+
+class UnsupportedFormat(StoreError):
+    """The store was written by a newer terra (format or hash algorithm)."""
+
+
+class UnsupportedFilesystem(StoreError):
+    """The store lives on a filesystem LMDB cannot use safely (NFS, SMB...)."""
+
+
+class NotFound(TerraError, KeyError):
+    """No object, run or tag matches the reference."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class AmbiguousPrefix(NotFound):
+    """An id prefix matches more than one object."""
+
+
+class CorruptObject(TerraError, ValueError):
+    """Stored bytes do not hash to the id they are stored under."""
+
+
+class SerializationError(TerraError, TypeError):
+    """A value cannot be encoded (or decoded) faithfully."""
+
+
+class PickleRefused(SerializationError):
+    """Pickle is needed but ``allow_pickle`` is off."""
+
+
+class ConfigError(TerraError, ValueError):
+    """The configuration is invalid."""
+
+
+class TaskError(TerraError, ValueError):
+    """A task was defined or called incorrectly."""
+
+
+class LeaseTimeout(TerraError, TimeoutError):
+    """Waiting for another process computing the same call took too long."""

@@ -1,0 +1,339 @@
+"""Object kinds and their canonical encoding.
+
+Every object is a msgpack array whose first element names its kind, followed
+by its fields in a fixed order. Maps are written with keys sorted by their
+encoded bytes, floats as float64 with one NaN, ints beyond 64 bits as an
+extension type, and references to other objects as extension type 0 holding
+the 16 raw id bytes. The id of an object is the xxh3-128 of that encoding.
+
+Payload bytes always come last so that a large payload is hashed (and
+written) in place: the encoding is ``header + payload`` and never has to be
+joined into one buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import msgpack
+
+from .ids import ObjectId, digest
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Blob",
+    "Chunk",
+    "Chunked",
+    "Object",
+    "Run",
+    "Tree",
+    "canonical_pack",
+    "decode",
+    "encode",
+    "object_id",
+    "references",
+    "split_payload",
+    "chunk_header",
+]
+
+# Payloads larger than this are split into Chunk objects of this size. Part of
+# the format: changing it changes the id of every large value.
+CHUNK_SIZE = 4 << 20
+
+EXT_ID = 0
+EXT_BIGINT = 1
+
+_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000000))[0]
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, ObjectId):
+        return msgpack.ExtType(EXT_ID, bytes(obj))
+    if isinstance(obj, int):  # only reached for ints msgpack cannot hold
+        n = (obj.bit_length() + 8) // 8
+        return msgpack.ExtType(EXT_BIGINT, obj.to_bytes(n, "big", signed=True))
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in an object")
+
+
+def _canon(obj: Any) -> Any:
+    """Return ``obj`` rewritten so that msgpack encodes it canonically."""
+    t = type(obj)
+    if t is dict:
+        items = [(canonical_pack(k), _canon(v)) for k, v in obj.items()]
+        items.sort(key=lambda kv: kv[0])
+        return _SortedMap(items)
+    if t is list or t is tuple:
+        return [_canon(v) for v in obj]
+    if t is float:
+        return _NAN if math.isnan(obj) else obj
+    if t is bool or obj is None or t is str or t is bytes or t is ObjectId:
+        return obj
+    if t is int:
+        return obj if -(1 << 63) <= obj < (1 << 64) else _default(obj)
+    raise TypeError(f"cannot encode {t.__name__} in an object")
+
+
+class _SortedMap:
+    """A map whose entries are already encoded keys in canonical order."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+
+def canonical_pack(obj: Any) -> bytes:
+    """Canonical msgpack encoding of a plain value (maps sorted by encoded key)."""
+    out = bytearray()
+    _pack_into(out, _canon(obj))
+    return bytes(out)
+
+
+_packer_strict = msgpack.Packer(use_bin_type=True, strict_types=True, default=_default)
+
+
+def _pack_into(out: bytearray, obj: Any) -> None:
+    if isinstance(obj, _SortedMap):
+        n = len(obj.items)
+        if n < 16:
+            out.append(0x80 | n)
+        elif n < 0x10000:
+            out += b"\xde" + n.to_bytes(2, "big")
+        else:
+            out += b"\xdf" + n.to_bytes(4, "big")
+        for k, v in obj.items:
+            out += k
+            _pack_into(out, v)
+    elif type(obj) is list:
+        out += _array_header(len(obj))
+        for v in obj:
+            _pack_into(out, v)
+    else:
+        out += _packer_strict.pack(obj)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 0x100:
+        return b"\xc4" + bytes([n])
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def _nbytes(buf) -> int:
+    return buf.nbytes if isinstance(buf, memoryview) else len(buf)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """The encoded bytes of one value and the codec that decodes them."""
+
+    codec: str
+    meta: Mapping[str, Any]
+    data: bytes | memoryview
+
+    kind = "blob"
+
+    def _fields(self):
+        return [self.codec, self.meta]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One fixed-size piece of a large payload."""
+
+    data: bytes | memoryview
+
+    kind = "chunk"
+
+    def _fields(self):
+        return []
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """A large Blob whose payload is the concatenation of Chunk objects."""
+
+    codec: str
+    meta: Mapping[str, Any]
+    size: int
+    chunks: tuple[ObjectId, ...]
+
+    kind = "chunked"
+
+    def _fields(self):
+        return [self.codec, self.meta, self.size, list(self.chunks)]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The shape of a container; entries are child ids or inline primitives.
+
+    ``kind`` names the container (``dict``, ``list``, ``tuple``, ``set``,
+    ``dir`` ...). For mappings each entry is a ``(key, value)`` pair.
+    """
+
+    type: str
+    entries: tuple
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    kind = "tree"
+
+    def _fields(self):
+        return [self.type, self.meta, list(self.entries)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """The commit-like record of one task call (fields defined by ``terra.runs``)."""
+
+    fields: Mapping[str, Any]
+
+    kind = "run"
+
+    def _fields(self):
+        return [self.fields]
+
+
+Object = Blob | Chunk | Chunked | Tree | Run
+_KINDS = {"blob": Blob, "chunk": Chunk, "chunked": Chunked, "tree": Tree, "run": Run}
+
+
+def encode(obj: Object) -> tuple[bytes, bytes | memoryview | None]:
+    """Canonical encoding of ``obj`` as ``(header, payload)``; payload may be None."""
+    out = bytearray()
+    fields = obj._fields()
+    payload = getattr(obj, "data", None)
+    out += _array_header(1 + len(fields) + (payload is not None))
+    _pack_into(out, obj.kind)
+    for f in fields:
+        _pack_into(out, _canon(f))
+    if payload is not None:
+        out += _bin_header(_nbytes(payload))
+    return bytes(out), payload
+
+
+def object_id(obj: Object) -> ObjectId:
+    """The id of ``obj``: xxh3-128 of its canonical encoding."""
+    header, payload = encode(obj)
+    return digest((header, payload) if payload is not None else (header,))
+
+
+def _ext_hook(code: int, data: bytes):
+    if code == EXT_ID:
+        return ObjectId(data)
+    if code == EXT_BIGINT:
+        return int.from_bytes(data, "big", signed=True)
+    raise ValueError(f"unknown extension type {code}")
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) for x in v) if type(v) is list else v
+
+
+def decode(buf) -> Object:
+    """Decode a canonical encoding; payload is a zero-copy view of ``buf``."""
+    view = memoryview(buf)
+    try:
+        # Objects with a large payload: parse only the header, slice the payload.
+        cls, fields, end = _parse(view[: 1 << 16] if len(view) > (1 << 16) else view, view)
+    except msgpack.OutOfData:
+        cls, fields, end = _parse(view, view)
+    if end != len(view):
+        raise ValueError("trailing bytes after object")
+    if cls is Tree:
+        t, meta, entries = fields
+        return Tree(t, tuple(_tuplify(e) for e in entries), meta)
+    if cls is Chunked:
+        codec, meta, size, chunks = fields
+        return Chunked(codec, meta, size, tuple(chunks))
+    return cls(*fields)
+
+
+def _parse(head, view):
+    up = msgpack.Unpacker(
+        raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True,
+        max_buffer_size=max(len(view), 1),
+    )
+    up.feed(head)
+    n = up.read_array_header()
+    kind = up.unpack()
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown object kind {kind!r}")
+    has_payload = cls is Blob or cls is Chunk
+    fields = [up.unpack() for _ in range(n - 1 - has_payload)]
+    pos = up.tell()
+    if not has_payload:
+        return cls, fields, pos
+    tag = view[pos]
+    if tag == 0xC4:
+        size, pos = view[pos + 1], pos + 2
+    elif tag == 0xC5:
+        size, pos = int.from_bytes(view[pos + 1 : pos + 3], "big"), pos + 3
+    elif tag == 0xC6:
+        size, pos = int.from_bytes(view[pos + 1 : pos + 5], "big"), pos + 5
+    else:
+        raise ValueError("payload is not binary")
+    fields.append(view[pos : pos + size])
+    return cls, fields, pos + size
+
+
+def references(obj: Object) -> Iterator[ObjectId]:
+    """Every object id ``obj`` refers to (children, chunks, run inputs...)."""
+    if isinstance(obj, Chunked):
+        yield from obj.chunks
+    elif isinstance(obj, (Tree, Run)):
+        stack = [obj.entries if isinstance(obj, Tree) else obj.fields]
+        if isinstance(obj, Tree):
+            stack.append(obj.meta)
+        while stack:
+            v = stack.pop()
+            if isinstance(v, ObjectId):
+                yield v
+            elif isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, dict):
+                stack.extend(v.values())
+                stack.extend(v.keys())
+
+
+def split_payload(codec: str, meta: Mapping[str, Any], buf) -> list[tuple[ObjectId, Object]]:
+    """Objects holding one payload, with their ids; the value's own object is last.
+
+    Payloads up to :data:`CHUNK_SIZE` become one Blob. Larger ones become
+    Chunk objects of that size plus a Chunked object listing them, so equal
+    regions of two large values share storage. ``buf`` is hashed in place.
+    """
+    view = memoryview(buf)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    n = view.nbytes
+    if n <= CHUNK_SIZE:
+        blob = Blob(codec, meta, view)
+        return [(object_id(blob), blob)]
+    out: list[tuple[ObjectId, Object]] = []
+    for off in range(0, n, CHUNK_SIZE):
+        c = Chunk(view[off : off + CHUNK_SIZE])
+        out.append((object_id(c), c))
+    top = Chunked(codec, meta, n, tuple(oid for oid, _ in out))
+    out.append((object_id(top), top))
+    return out
+
+
+def chunk_header(n: int) -> bytes:
+    """The encoding of a Chunk of ``n`` bytes up to its payload."""
+    return _array_header(2) + b"\xa5chunk" + _bin_header(n)

@@ -1,0 +1,106 @@
+"""How an object's canonical encoding is laid out in a backend.
+
+A stored value is one flag byte followed by either the encoding itself
+(``RAW``) or a zstd frame of it (``ZSTD``). Compression is a storage detail:
+ids are always computed over the uncompressed encoding. It is used only
+where it pays: a sample is compressed first, and data that does not shrink
+(random floats, already-compressed files) is stored raw at memcpy cost.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zstandard
+
+from ..errors import CorruptObject
+
+RAW = 0
+ZSTD = 1
+LEVEL = 3
+_SMALL = 128  # below this, compression cannot win back its frame overhead
+_SAMPLE = 8 << 10
+_KEEP_RATIO = 0.9
+
+_local = threading.local()
+
+
+def _cctx(level: int) -> zstandard.ZstdCompressor:
+    c = getattr(_local, f"c{level}", None)
+    if c is None:
+        c = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        setattr(_local, f"c{level}", c)
+    return c
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def _compressible(payload: memoryview) -> bool:
+    n = payload.nbytes
+    if n <= 4 * _SAMPLE:
+        return True
+    step = (n - _SAMPLE) // 2
+    sample = b"".join(payload[i : i + _SAMPLE] for i in (0, step, n - _SAMPLE))
+    return len(_cctx(1).compress(sample)) < _KEEP_RATIO * len(sample)
+
+
+def frame(header: bytes, payload) -> object:
+    """The stored form of an encoding given as ``header + payload``."""
+    if payload is None:
+        total = len(header)
+        if total < _SMALL:
+            return b"\x00" + header
+        z = _cctx(LEVEL).compress(header)
+        return b"\x01" + z if len(z) < _KEEP_RATIO * total else b"\x00" + header
+    payload = memoryview(payload).cast("B") if not isinstance(payload, (bytes, bytearray)) else memoryview(payload)
+    total = len(header) + payload.nbytes
+    if total >= _SMALL and _compressible(payload):
+        c = _cctx(LEVEL).compressobj(size=total)
+        z = c.compress(header) + c.compress(payload) + c.flush()
+        if len(z) < _KEEP_RATIO * total:
+            return b"\x01" + z
+    out = np.empty(1 + total, dtype=np.uint8)
+    out[0] = RAW
+    out[1 : 1 + len(header)] = np.frombuffer(header, np.uint8)
+    out[1 + len(header) :] = np.frombuffer(payload, np.uint8)
+    return memoryview(out)
+
+
+def unframe(key: bytes, raw) -> memoryview:
+    """The encoding inside a stored value; zero-copy when stored raw."""
+    view = memoryview(raw)
+    flag = view[0]
+    if flag == RAW:
+        return view[1:]
+    if flag == ZSTD:
+        return memoryview(decompress_into(key, view[1:]))
+    raise CorruptObject(f"object {key.hex()}: unknown storage flag {flag}")
+
+
+def decompress_into(key: bytes, z, out: np.ndarray | None = None) -> np.ndarray:
+    """Decompress a zstd frame into ``out`` (allocated to the frame's size if None)."""
+    try:
+        size = zstandard.frame_content_size(z)
+        if out is None:
+            out = np.empty(size, dtype=np.uint8)
+        elif out.nbytes != size:
+            raise CorruptObject(f"object {key.hex()}: stored size does not match")
+        reader = _dctx().stream_reader(z)
+        got = 0
+        view = memoryview(out)
+        while got < size:
+            n = reader.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"object {key.hex()}: cannot decompress: {e}") from e
+    if got != size:
+        raise CorruptObject(f"object {key.hex()}: truncated")
+    return out

@@ -1,0 +1,272 @@
+"""The object store: verified, compressed, chunked objects over any backend."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+
+import numpy as np
+
+from ..errors import AmbiguousPrefix, CorruptObject, NotFound, UnsupportedFormat
+from ..objects import (
+    CHUNK_SIZE,
+    HASH_ALGORITHM,
+    HEX_CHARS,
+    MIN_PREFIX,
+    Blob,
+    Chunk,
+    Chunked,
+    Object,
+    ObjectId,
+    chunk_header,
+    decode,
+    digest,
+    encode,
+    object_id,
+    split_payload,
+)
+from . import _framing
+from .base import Backend
+
+__all__ = ["FORMAT_VERSION", "PutResult", "Store"]
+
+FORMAT_VERSION = 1
+_FORMAT_KEY = b"meta/format"
+_HASH_KEY = b"meta/hash"
+_PARALLEL_MIN = 2 * CHUNK_SIZE
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def _threads() -> ThreadPoolExecutor:
+    """A small pool for compressing and decompressing chunks (zstd and xxhash release the GIL)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="terra-io")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+class PutResult(NamedTuple):
+    """The id an object is stored under and whether this put stored it."""
+
+    id: ObjectId
+    new: bool
+
+
+class Store:
+    """Content-addressed objects over a :class:`Backend`.
+
+    Every read is verified against its id; writes are idempotent.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._check_format()
+
+    def _check_format(self) -> None:
+        with self.backend.refs() as refs:
+            fmt, algo = refs.get(_FORMAT_KEY), refs.get(_HASH_KEY)
+        if fmt is not None and int(fmt) > FORMAT_VERSION:
+            raise UnsupportedFormat(
+                f"store format {int(fmt)} is newer than this terra supports ({FORMAT_VERSION}); upgrade terra"
+            )
+        if algo is not None and algo.decode() != HASH_ALGORITHM:
+            raise UnsupportedFormat(f"store hashes with {algo.decode()}, this terra with {HASH_ALGORITHM}")
+        if fmt is None and not getattr(self.backend, "_readonly", False):
+            def init(txn):
+                if txn.get(_FORMAT_KEY) is None:
+                    txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
+                    txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
+            self.backend.update_refs(init)
+
+    # -- writing --------------------------------------------------------------
+
+    def put(self, obj: Object) -> PutResult:
+        """Store one object (small ones; use :meth:`put_payload` for large data)."""
+        return self.put_many([obj])[0]
+
+    def put_many(self, objs: Iterable[Object | tuple[ObjectId, Object]]) -> list[PutResult]:
+        """Store objects, given bare or as ``(id, object)`` pairs with known ids."""
+        pairs = [o if isinstance(o, tuple) else (object_id(o), o) for o in objs]
+        if not pairs:
+            return []
+        present = self.backend.has_many([oid for oid, _ in pairs])
+        todo = [(oid, obj) for (oid, obj), p in zip(pairs, present) if not p]
+        big = sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN and len(todo) > 1
+        framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
+        # Present ones are written too: that refreshes their time for gc's grace period.
+        items = framed + [(oid, b"") for (oid, _), p in zip(pairs, present) if p]
+        news = iter(self.backend.put_many(items))
+        new_by_id = {oid: next(news) for oid, _ in items}
+        return [PutResult(oid, bool(new_by_id[oid]) and not p) for (oid, _), p in zip(pairs, present)]
+
+    def put_payload(self, codec: str, meta: Mapping[str, Any], buf) -> PutResult:
+        """Store a value's encoded bytes, chunked if large; returns the value's id."""
+        objs = split_payload(codec, meta, buf)
+        return self.put_many(objs)[-1]
+
+    # -- reading --------------------------------------------------------------
+
+    def get(self, oid: ObjectId | str) -> Object:
+        """The verified object ``oid``; payloads are copied out of the store.
+
+        Raises:
+            NotFound: no such object.
+            CorruptObject: the stored bytes do not hash to ``oid``.
+        """
+        oid = self._oid(oid)
+        with self.backend.reading() as r:
+            enc = self._verified(r, oid)
+            obj = decode(enc)
+            if isinstance(obj, (Blob, Chunk)) and not isinstance(obj.data, bytes):
+                obj = type(obj)(*[bytes(f) if f is obj.data else f for f in _fields(obj)])
+        return obj
+
+    def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
+        """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
+        oid = self._oid(oid)
+        with self.backend.reading() as r:
+            raw = r.get(oid)
+            if raw is None:
+                raise NotFound(f"object {oid.hex()} not found")
+            enc = _framing.unframe(oid, raw)
+            _verify(oid, enc)
+            obj = decode(enc)
+            if isinstance(obj, Blob):
+                data = np.frombuffer(obj.data, np.uint8)
+                out = data.copy() if raw[0] == _framing.RAW else _own(enc, obj.data)
+                return Blob(obj.codec, obj.meta, b""), out
+            if not isinstance(obj, Chunked):
+                raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
+            out = np.empty(obj.size, dtype=np.uint8)
+            jobs = []
+            for i, cid in enumerate(obj.chunks):
+                off = i * CHUNK_SIZE
+                jobs.append((r, cid, out[off : min(off + CHUNK_SIZE, obj.size)]))
+            if len(jobs) > 1:
+                list(_threads().map(lambda j: _read_chunk(*j), jobs))
+            else:
+                for j in jobs:
+                    _read_chunk(*j)
+            return obj, out
+
+    def has(self, oid: ObjectId | str) -> bool:
+        """Whether ``oid`` is stored (not verified)."""
+        return self.backend.has_many([self._oid(oid)])[0]
+
+    def delete(self, oids: Iterable[ObjectId], older_than: float | None = None) -> tuple[int, int]:
+        """Delete objects (only those last written before ``older_than``); returns (count, bytes)."""
+        return self.backend.delete_many(oids, older_than)
+
+    def iter_ids(self, prefix: str = "") -> Iterator[ObjectId]:
+        """Every stored id, in order, optionally only those starting with hex ``prefix``."""
+        raw = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        for key, _size, _t in self.backend.iter_ids(raw):
+            if key.hex().startswith(prefix):
+                yield ObjectId(key)
+
+    def resolve(self, prefix: str) -> ObjectId:
+        """The full id a unique hex prefix (>= 4 characters) names, like git.
+
+        Raises:
+            NotFound: nothing matches, or the prefix is not hex.
+            AmbiguousPrefix: more than one object matches.
+        """
+        p = prefix.lower()
+        if len(p) < MIN_PREFIX or len(p) > HEX_CHARS or any(c not in "0123456789abcdef" for c in p):
+            raise NotFound(f"{prefix!r} is not an id or an id prefix of {MIN_PREFIX}..{HEX_CHARS} hex characters")
+        found = []
+        for oid in self.iter_ids(p):
+            found.append(oid)
+            if len(found) > 5:
+                break
+        if not found:
+            raise NotFound(f"no object matches {prefix!r}")
+        if len(found) > 1:
+            shown = ", ".join(o.hex()[: len(p) + 4] for o in found[:5])
+            raise AmbiguousPrefix(f"{prefix!r} is ambiguous: matches {shown}{'...' if len(found) > 5 else ''}")
+        return found[0]
+
+    # -- refs ---------------------------------------------------------------------
+
+    def refs(self):
+        """A read-only snapshot of the ref key space."""
+        return self.backend.refs()
+
+    def update_refs(self, fn: Callable) -> Any:
+        """Run ``fn(txn)`` in one atomic write transaction over refs."""
+        return self.backend.update_refs(fn)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _oid(self, oid) -> ObjectId:
+        if isinstance(oid, ObjectId):
+            return oid
+        if isinstance(oid, bytes) and len(oid) == 16:
+            return ObjectId(oid)
+        if isinstance(oid, str) and len(oid) == HEX_CHARS:
+            try:
+                return ObjectId.from_hex(oid)
+            except ValueError:
+                pass
+        raise NotFound(f"{oid!r} is not a full object id")
+
+    def _verified(self, reader, oid: ObjectId) -> memoryview:
+        raw = reader.get(oid)
+        if raw is None:
+            raise NotFound(f"object {oid.hex()} not found")
+        enc = _framing.unframe(oid, raw)
+        _verify(oid, enc)
+        return enc
+
+
+def _fields(obj):
+    return [getattr(obj, f) for f in obj.__dataclass_fields__]
+
+
+def _payload_size(obj) -> int:
+    data = getattr(obj, "data", None)
+    return 0 if data is None else memoryview(data).nbytes
+
+
+def _frame(pair):
+    oid, obj = pair
+    header, payload = encode(obj)
+    return oid, _framing.frame(header, payload)
+
+
+def _verify(oid: ObjectId, enc) -> None:
+    if digest((enc,)) != oid:
+        raise CorruptObject(f"object {oid.hex()} is corrupt: its bytes do not match its id")
+
+
+def _own(enc: memoryview, data: memoryview) -> np.ndarray:
+    """``data`` (a view into the decompressed ``enc``) as an array, without copying."""
+    base = np.frombuffer(enc, np.uint8)
+    start = enc.nbytes - data.nbytes
+    return base[start:]
+
+
+def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
+    raw = reader.get(cid)
+    if raw is None:
+        raise NotFound(f"chunk {cid.hex()} not found")
+    view = memoryview(raw)
+    header = chunk_header(dest.nbytes)
+    if view[0] == _framing.RAW:
+        body = view[1:]
+        if body.nbytes != len(header) + dest.nbytes or bytes(body[: len(header)]) != header:
+            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
+        payload = body[len(header):]
+        if digest((header, payload)) != cid:
+            raise CorruptObject(f"object {cid.hex()} is corrupt: its bytes do not match its id")
+        dest[:] = np.frombuffer(payload, np.uint8)
+        return
+    enc = _framing.unframe(cid, view)
+    if enc.nbytes != len(header) + dest.nbytes or bytes(enc[: len(header)]) != header:
+        raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
+    _verify(cid, enc)
+    dest[:] = np.frombuffer(enc, np.uint8, offset=len(header))

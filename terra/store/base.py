@@ -1,0 +1,81 @@
+"""The backend interface: what a place that holds objects must provide.
+
+A backend stores opaque framed bytes under 16-byte object ids, remembers when
+each id was last written (for gc's grace period), and keeps a small
+transactional key space of refs (run ids, indexes, tags, leases). Everything
+else — framing, compression, chunking, verification — is built on top of
+these primitives by :class:`terra.store.Store`, so a new backend (a remote
+bucket, say) implements only this page.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Callable, Iterable, Iterator, Protocol
+
+__all__ = ["Backend", "Reader", "RefTxn"]
+
+
+class Reader(Protocol):
+    """A read snapshot; buffers it returns are valid only inside the snapshot."""
+
+    def get(self, key: bytes) -> memoryview | bytes | None: ...
+
+
+class RefTxn(Protocol):
+    """One atomic transaction over the ref key space."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> bool: ...
+
+    def scan(self, prefix: bytes, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class Backend(ABC):
+    """Raw storage of framed objects and refs. Implementations must be process-safe."""
+
+    #: True when the bytes live on this machine and zero-copy reads are cheap.
+    local: bool = True
+
+    @abstractmethod
+    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool]:
+        """Store ``(id, framed_bytes)`` pairs; return per item whether it was new.
+
+        Existing ids keep their bytes but have their write time refreshed, so a
+        concurrent gc inside its grace period never deletes them.
+        """
+
+    @abstractmethod
+    def has_many(self, keys: Iterable[bytes]) -> list[bool]:
+        """Which of ``keys`` are stored."""
+
+    @abstractmethod
+    def reading(self) -> AbstractContextManager[Reader]:
+        """A consistent read snapshot."""
+
+    @abstractmethod
+    def delete_many(self, keys: Iterable[bytes], older_than: float | None = None) -> tuple[int, int]:
+        """Delete ``keys`` (only those last written before ``older_than``); return (count, bytes)."""
+
+    @abstractmethod
+    def iter_ids(self, prefix: bytes = b"") -> Iterator[tuple[bytes, int, float]]:
+        """Yield ``(id, stored_size, write_time)`` for ids starting with ``prefix``, in order."""
+
+    @abstractmethod
+    def refs(self) -> AbstractContextManager[RefTxn]:
+        """A read-only snapshot of the ref key space."""
+
+    @abstractmethod
+    def update_refs(self, fn: Callable[[RefTxn], object]) -> object:
+        """Run ``fn`` in one atomic write transaction and return its result.
+
+        ``fn`` may be called more than once (a backend retries after growing),
+        so it must not have side effects outside the transaction.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release resources held by this handle."""
