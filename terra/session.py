@@ -1,0 +1,34 @@
+"""The store this process works on: one per storage directory, opened lazily."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .config import get_config
+from .store import Store, open_store
+
+__all__ = ["current_store", "store_at"]
+
+_stores: dict[str, Store] = {}
+_lock = threading.Lock()
+
+
+def store_at(path: str) -> Store:
+    """The store in directory ``path`` (``<path>/objects.lmdb``), opened once per process."""
+    path = os.path.abspath(os.path.expanduser(path))
+    s = _stores.get(path)
+    if s is None:
+        with _lock:
+            s = _stores.get(path)
+            if s is None:
+                os.makedirs(path, exist_ok=True)
+                s = open_store(os.path.join(path, "objects.lmdb"))
+                s.root = path
+                _stores[path] = s
+    return s
+
+
+def current_store() -> Store:
+    """The store of the current configuration (``terra.configure(storage_dir=...)``)."""
+    return store_at(get_config().store_path)
