@@ -75,6 +75,8 @@ def frame(header: bytes, payload) -> object:
 def unframe(key: bytes, raw) -> memoryview:
     """The encoding inside a stored value; zero-copy when stored raw."""
     view = memoryview(raw)
+    if not view.nbytes:
+        raise CorruptObject(f"object {key.hex()} is corrupt: stored value is empty")
     flag = view[0]
     if flag == RAW:
         return view[1:]

@@ -34,6 +34,7 @@ DEFAULT_MAP_SIZE = 1 << 30
 # hold the single LMDB write lock for long.
 TXN_BYTES = 64 << 20
 _TIME = struct.Struct("<d")
+_GROW_STEP = 1 << 20
 
 NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ncpfs", "fuse.sshfs",
@@ -80,6 +81,10 @@ class _Env:
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self.readonly = readonly
+        self.closed = False
+        # Read snapshots open in this process (under ``lock``): the map must
+        # not be resized while one is, or its zero-copy buffers would dangle.
+        self.open_readers = 0
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
@@ -88,18 +93,29 @@ class _Env:
             )
         except lmdb.Error as e:
             raise StoreError(f"cannot open store {path}: {e}") from e
-        self.env.reader_check()
-        txn = None if readonly else self.env.begin(write=True)
         try:
-            self.objects = self.env.open_db(b"objects", txn=txn, create=not readonly)
-            self.times = self.env.open_db(b"otime", txn=txn, create=not readonly)
-            self.refs = self.env.open_db(b"refs", txn=txn, create=not readonly)
+            self.env.reader_check()  # free the slots of readers that died
+            while True:
+                try:
+                    self._open_dbs(readonly)
+                    break
+                except lmdb.MapResizedError:  # another process grew the map since we opened
+                    self.env.set_mapsize(0)
         except lmdb.Error as e:
-            if txn is not None:
-                txn.abort()
             raise StoreError(f"cannot open store {path}: {e}") from e
-        if txn is not None:
-            txn.commit()
+
+    def _open_dbs(self, readonly: bool) -> None:
+        if readonly:
+            self.objects = self.env.open_db(b"objects", create=False)
+            self.times = self.env.open_db(b"otime", create=False)
+            self.refs = self.env.open_db(b"refs", create=False)
+            return
+        # Opening existing databases dirties nothing, so this commit writes
+        # nothing to an existing store (UnsupportedFormat leaves files untouched).
+        with self.env.begin(write=True) as txn:
+            self.objects = self.env.open_db(b"objects", txn=txn)
+            self.times = self.env.open_db(b"otime", txn=txn)
+            self.refs = self.env.open_db(b"refs", txn=txn)
 
 
 _ENVS: dict[str, _Env] = {}
@@ -211,63 +227,98 @@ class LMDBBackend(Backend):
 
     # -- transactions with growth and resize handling -------------------------------
 
-    def _grow(self, e: _Env, failed_size: int) -> None:
+    def _adopt_size(self, e: _Env) -> None:
+        """Pick up the map size another process has grown the store to."""
+        if e.open_readers:
+            raise StoreError(
+                f"store {self.path}: cannot adopt a resized map while a read snapshot is open "
+                "in this process; do not write inside `reading()` or `refs()`"
+            )
+        e.env.set_mapsize(0)
+
+    def _grow(self, e: _Env, failed_size: int, need: int) -> None:
+        if e.open_readers:
+            raise StoreError(
+                f"store {self.path}: the map is full and cannot grow while a read snapshot is "
+                "open in this process; do not write inside `reading()` or `refs()`"
+            )
+        # Upstream LMDB has a corruption bug with concurrent resizes: serialize
+        # them across processes with a file lock.
         with open(os.path.join(self.path, "grow.lock"), "a+b") as lf:
             fcntl.flock(lf, fcntl.LOCK_EX)
             e.env.set_mapsize(0)  # adopt what another process may have grown to
             size = e.env.info()["map_size"]
             if size <= failed_size:
-                e.env.set_mapsize(max(failed_size * 2, 1 << 20))
+                target = max(failed_size * 2, failed_size + 2 * need, 1 << 20)
+                e.env.set_mapsize(-(-target // _GROW_STEP) * _GROW_STEP)
 
-    def _write(self, fn):
+    def _write(self, fn, need: int = 0):
+        """Run ``fn(env, txn)`` in a write transaction, growing the map as needed."""
         while True:
             e = self._env()
             with e.lock:
+                if e.closed:  # closed by another handle meanwhile: reopen
+                    continue
                 size = e.env.info()["map_size"]
                 try:
-                    with e.env.begin(write=True) as txn:
+                    with e.env.begin(write=True, buffers=True) as txn:
                         return fn(e, txn)
                 except lmdb.MapFullError:
-                    self._grow(e, size)
+                    self._grow(e, size, need)
                 except lmdb.MapResizedError:
-                    e.env.set_mapsize(0)
+                    self._adopt_size(e)
 
     @contextmanager
     def _read(self, buffers: bool):
         e = self._env()
         with e.lock:
+            if e.closed:  # closed by another handle meanwhile: reopen
+                e = self._env()
+                e.lock.acquire()
+                e.lock.release()
             while True:
                 try:
                     txn = e.env.begin(buffers=buffers)
                     break
                 except lmdb.MapResizedError:
-                    e.env.set_mapsize(0)
+                    self._adopt_size(e)
+            e.open_readers += 1
             try:
                 yield e, txn
             finally:
+                e.open_readers -= 1
                 txn.abort()
 
     # -- Backend ---------------------------------------------------------------
 
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool]:
-        out: list[bool] = []
+    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+        out: list[bool | None] = []
         batch: list[tuple[bytes, object]] = []
         size = 0
 
-        def flush():
-            def do(e, txn):
-                now = _TIME.pack(time.time())
-                res = []
-                for key, value in batch:
+        def do(e, txn):
+            now = _TIME.pack(time.time())
+            cur = txn.cursor(db=e.objects)
+            res = []
+            for key, value in batch:
+                if value is None:  # refresh the time of an existing id only
+                    if not cur.set_key(key):
+                        res.append(None)
+                        continue
+                    res.append(False)
+                else:
                     res.append(txn.put(key, value, overwrite=False, db=e.objects))
-                    txn.put(key, now, db=e.times)
-                return res
-            out.extend(self._write(do))
+                txn.put(key, now, db=e.times)
+            return res
+
+        def flush():
+            out.extend(self._write(do, need=size))
             batch.clear()
 
         for key, value in items:
             batch.append((bytes(key), value))
-            size += len(value) if not isinstance(value, memoryview) else value.nbytes
+            if value is not None:
+                size += value.nbytes if isinstance(value, memoryview) else len(value)
             if size >= TXN_BYTES:
                 flush()
                 size = 0

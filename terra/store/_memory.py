@@ -55,16 +55,21 @@ class MemoryBackend(Backend):
         self._times: dict[bytes, float] = {}
         self._refs: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
+        self._sorted: list[bytes] | None = []  # ids in order; None when stale
 
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool]:
-        out = []
+    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+        out: list[bool | None] = []
         with self._lock:
             now = time.time()
             for key, value in items:
                 key = bytes(key)
                 new = key not in self._objects
                 if new:
+                    if value is None:  # refresh-only of an id that is gone
+                        out.append(None)
+                        continue
                     self._objects[key] = bytes(value)
+                    self._sorted = None
                 self._times[key] = now
                 out.append(new)
         return out
@@ -90,13 +95,22 @@ class MemoryBackend(Backend):
                 size += len(self._objects.pop(key))
                 del self._times[key]
                 n += 1
+            if n:
+                self._sorted = None
         return n, size
 
     def iter_ids(self, prefix=b"") -> Iterator[tuple[bytes, int, float]]:
+        prefix = bytes(prefix)
         with self._lock:
-            keys = sorted(self._objects)
-            items = [(k, len(self._objects[k]), self._times[k])
-                     for k in keys[bisect_left(keys, prefix):] if k.startswith(prefix)]
+            if self._sorted is None:
+                self._sorted = sorted(self._objects)
+            keys = self._sorted
+            items = []
+            for i in range(bisect_left(keys, prefix), len(keys)):
+                k = keys[i]
+                if not k.startswith(prefix):
+                    break
+                items.append((k, len(self._objects[k]), self._times[k]))
         yield from items
 
     @contextmanager

@@ -89,19 +89,44 @@ class Store:
         return self.put_many([obj])[0]
 
     def put_many(self, objs: Iterable[Object | tuple[ObjectId, Object]]) -> list[PutResult]:
-        """Store objects, given bare or as ``(id, object)`` pairs with known ids."""
+        """Store objects, given bare or as ``(id, object)`` pairs with known ids.
+
+        Objects are committed in the order given, so put children before the
+        objects that refer to them. An id given twice is stored once; only its
+        first occurrence can report ``new``.
+        """
         pairs = [o if isinstance(o, tuple) else (object_id(o), o) for o in objs]
         if not pairs:
             return []
-        present = self.backend.has_many([oid for oid, _ in pairs])
-        todo = [(oid, obj) for (oid, obj), p in zip(pairs, present) if not p]
-        big = sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN and len(todo) > 1
-        framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
-        # Present ones are written too: that refreshes their time for gc's grace period.
-        items = framed + [(oid, b"") for (oid, _), p in zip(pairs, present) if p]
-        news = iter(self.backend.put_many(items))
-        new_by_id = {oid: next(news) for oid, _ in items}
-        return [PutResult(oid, bool(new_by_id[oid]) and not p) for (oid, _), p in zip(pairs, present)]
+        unique: dict[ObjectId, Object] = {}
+        for oid, obj in pairs:
+            unique.setdefault(oid, obj)
+        present = self.backend.has_many(list(unique))
+        todo = [(oid, obj) for (oid, obj), p in zip(unique.items(), present) if not p]
+        new: dict[ObjectId, bool] = {}
+        if len(todo) < len(unique):
+            # Refresh the write time of those already stored (gc's grace period)
+            # before anything that may refer to them is written; re-store any
+            # that a concurrent delete removed since has_many.
+            old = [oid for oid, p in zip(unique, present) if p]
+            gone = set()
+            for oid, r in zip(old, self.backend.put_many([(oid, None) for oid in old])):
+                if r is None:
+                    gone.add(oid)
+                else:
+                    new[oid] = False
+            if gone:
+                todo = [(oid, obj) for oid, obj in unique.items() if oid in gone or oid not in new]
+        if todo:
+            big = len(todo) > 1 and sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN
+            framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
+            for (oid, _), r in zip(framed, self.backend.put_many(framed)):
+                new[oid] = bool(r)
+        out = []
+        for oid, _ in pairs:
+            out.append(PutResult(oid, new[oid]))
+            new[oid] = False  # a repeated id was stored by its first occurrence
+        return out
 
     def put_payload(self, codec: str, meta: Mapping[str, Any], buf) -> PutResult:
         """Store a value's encoded bytes, chunked if large; returns the value's id."""
@@ -196,6 +221,14 @@ class Store:
         """A read-only snapshot of the ref key space."""
         return self.backend.refs()
 
+    def get_ref(self, key: bytes) -> bytes | None:
+        """One ref's value (a fast path for the cache lookup)."""
+        fast = getattr(self.backend, "get_ref", None)
+        if fast is not None:
+            return fast(key)
+        with self.backend.refs() as txn:
+            return txn.get(key)
+
     def update_refs(self, fn: Callable) -> Any:
         """Run ``fn(txn)`` in one atomic write transaction over refs."""
         return self.backend.update_refs(fn)
@@ -256,7 +289,7 @@ def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
         raise NotFound(f"chunk {cid.hex()} not found")
     view = memoryview(raw)
     header = chunk_header(dest.nbytes)
-    if view[0] == _framing.RAW:
+    if view.nbytes and view[0] == _framing.RAW:
         body = view[1:]
         if body.nbytes != len(header) + dest.nbytes or bytes(body[: len(header)]) != header:
             raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")

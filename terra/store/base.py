@@ -42,11 +42,15 @@ class Backend(ABC):
     local: bool = True
 
     @abstractmethod
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool]:
-        """Store ``(id, framed_bytes)`` pairs; return per item whether it was new.
+    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+        """Store ``(id, framed_bytes)`` pairs in order; return per item whether it was new.
 
         Existing ids keep their bytes but have their write time refreshed, so a
-        concurrent gc inside its grace period never deletes them.
+        concurrent gc inside its grace period never deletes them. A value of
+        ``None`` only refreshes the time of an existing id: its result is
+        ``False``, or ``None`` when the id is not stored (nothing is written).
+        Items are committed in order: an item is never durable before the
+        items given ahead of it.
         """
 
     @abstractmethod

@@ -1,0 +1,66 @@
+"""terra: reproducible, cached pipelines on a content-addressed store.
+
+Decorate a function with ``@Task`` and every call becomes a recorded run
+whose outputs are stored as immutable, content-addressed artifacts; calling
+it again with the same inputs and code returns the stored result.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import io
+from .config import configure, get_config
+from .errors import (
+    AmbiguousPrefix,
+    CorruptObject,
+    NotFound,
+    SerializationError,
+    TerraError,
+    UnsupportedFormat,
+)
+from .io import Artifact
+from .query import get_artifact, get_runs, load
+from .runs import get_log, get_meta, get_run, get_run_dir, inp, out
+from .task import Task, task
+
+
+def hash(value) -> str:  # noqa: A001 - mirrors `git hash-object`
+    """The id ``value`` gets when stored, as 32 hex characters, without storing it."""
+    from .serialize import hash_value
+
+    return hash_value(value).hex()
+
+
+def register_codec(type_, encode, decode, name: str) -> None:
+    """Store values of ``type_`` with ``encode(obj) -> bytes`` / ``decode(bytes) -> obj``."""
+    from .serialize import register_codec as _register
+
+    _register(type_, encode, decode, name=name)
+
+
+__all__ = sorted([
+    "AmbiguousPrefix",
+    "Artifact",
+    "CorruptObject",
+    "NotFound",
+    "SerializationError",
+    "Task",
+    "TerraError",
+    "UnsupportedFormat",
+    "configure",
+    "get_artifact",
+    "get_config",
+    "get_log",
+    "get_meta",
+    "get_run",
+    "get_run_dir",
+    "get_runs",
+    "hash",
+    "inp",
+    "io",
+    "load",
+    "out",
+    "register_codec",
+    "task",
+])

@@ -1,0 +1,114 @@
+"""Finding things: runs as a table, artifacts by id prefix."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import pandas as pd
+
+from . import runs as R
+from .errors import NotFound
+from .objects import Run
+from .session import current_store
+from .store import Store
+
+__all__ = ["get_artifact", "get_runs", "load"]
+
+RUN_COLUMNS = ["run_id", "task", "module", "fn", "status", "start_time", "end_time", "duration",
+               "hostname", "user", "git_commit", "git_dirty", "parents", "error"]
+
+
+def _timestamp(t) -> float | None:
+    if t is None:
+        return None
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, str):
+        t = pd.Timestamp(t)
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            t = t.astimezone()
+        return t.timestamp()
+    raise TypeError(f"not a time: {t!r}")
+
+
+def get_runs(task=None, status: str | None = None, since=None, until=None,
+             store: Store | None = None) -> pd.DataFrame:
+    """Runs as a DataFrame, newest first, optionally filtered.
+
+    Args:
+        task: a Task, its name (``"split_data"``) or identity (``"module:qualname"``).
+        status: ``running``, ``success``, ``failure`` or ``interrupted``.
+        since, until: datetimes, ISO strings or epoch seconds bounding the start time.
+    """
+    store = store or current_store()
+    identity = getattr(task, "identity", None)
+    name = None if identity is not None else task
+    lo, hi = _timestamp(since), _timestamp(until)
+    with store.refs() as txn:
+        if identity is not None or (isinstance(name, str) and ":" in name):
+            ident = identity or name
+            prefix = b"task/" + ident.encode() + b"\0"
+            ids = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(prefix, reverse=True)]
+            refs = [(rid, txn.get(R.k_run(rid))) for rid in ids]
+        else:
+            refs = [(int.from_bytes(k[4:], "big"), v) for k, v in txn.scan(b"run/", reverse=True)]
+    rows = []
+    for rid, raw in refs:
+        if raw is None:
+            continue
+        ref = R.unpack(raw)
+        if name is not None and ref.get("task") != name:
+            continue
+        start = ref.get("start_time")
+        if (lo is not None and start < lo) or (hi is not None and start > hi):
+            continue
+        fields = dict(ref)
+        if ref.get("record") is not None:
+            obj = store.get(ref["record"])
+            if isinstance(obj, Run):
+                fields = {**obj.fields, **{k: v for k, v in ref.items() if k != "record"}}
+        st = R._live_status(fields, ref)
+        if status is not None and st != status:
+            continue
+        git = fields.get("git") or {}
+        end = fields.get("end_time")
+        err = fields.get("error") or {}
+        rows.append({
+            "run_id": rid, "task": fields.get("task"), "module": fields.get("module"),
+            "fn": fields.get("fn"), "status": st,
+            "start_time": pd.to_datetime(start, unit="s", utc=True) if start else pd.NaT,
+            "end_time": pd.to_datetime(end, unit="s", utc=True) if end else pd.NaT,
+            "duration": (end - start) if end and start else None,
+            "hostname": fields.get("host"), "user": fields.get("user"),
+            "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
+            "parents": list(fields.get("parents") or []), "error": err.get("type"),
+        })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def get_artifact(id_or_prefix: str, store: Store | None = None):
+    """The Artifact with this id or unique id prefix (>= 4 hex characters).
+
+    Raises:
+        NotFound: nothing matches. AmbiguousPrefix: several objects match.
+    """
+    from .io import Artifact
+
+    store = store or current_store()
+    oid = store.resolve(id_or_prefix) if len(id_or_prefix) != 32 else store._oid(id_or_prefix)
+    if not store.has(oid):
+        raise NotFound(f"no object {id_or_prefix}")
+    return Artifact(oid, _producer_of(store, oid), store.root)
+
+
+def _producer_of(store: Store, oid) -> int | None:
+    """The earliest run whose output contains ``oid`` (from the producer index)."""
+    with store.refs() as txn:
+        raw = txn.get(b"produced/" + bytes(oid))
+    return int.from_bytes(raw, "big") if raw else None
+
+
+def load(id_or_prefix: str, store: Store | None = None):
+    """The value stored under this id or unique id prefix."""
+    return get_artifact(id_or_prefix, store).load()

@@ -1,0 +1,344 @@
+"""Run records, the indexes kept beside them, and lookups by run id.
+
+A finished run is an immutable ``Run`` object (the commit-like record). The
+ref space holds the mutable parts, all keyed so prefix scans answer queries:
+
+    counter/run                       last allocated run id
+    run/<id:8>                        msgpack: status, task, start, record id
+    task/<identity>\\0<id:8>           status, one byte (runs of a task)
+    cache/<key:16>                    <id:8> + msgpack output entry (cache hits)
+    lease/<key:16>                    msgpack: pid, host, expires (call in progress)
+    edge/c/<consumer:8><producer:8><artifact:16>   inputs of a run
+    edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
+    tag/<name>                        <id:8>
+    produced/<artifact:16>            <id:8> of the first run that output it
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import msgpack
+
+from .errors import NotFound
+from .objects import ObjectId, Run, Tree
+from .store import Store
+
+__all__ = [
+    "STATUSES",
+    "get_log",
+    "get_meta",
+    "get_run",
+    "get_run_dir",
+    "inp",
+    "out",
+    "output_view",
+    "run_ref",
+]
+
+STATUSES = ("running", "success", "failure", "interrupted")
+_STATUS_BYTE = {s: bytes([i]) for i, s in enumerate(STATUSES)}
+_BYTE_STATUS = {v: k for k, v in _STATUS_BYTE.items()}
+
+K_COUNTER = b"counter/run"
+HOST = socket.gethostname()
+
+
+def rid8(run_id: int) -> bytes:
+    return int(run_id).to_bytes(8, "big")
+
+
+def k_run(run_id: int) -> bytes:
+    return b"run/" + rid8(run_id)
+
+
+def k_task(identity: str, run_id: int) -> bytes:
+    return b"task/" + identity.encode() + b"\0" + rid8(run_id)
+
+
+def k_cache(key: bytes) -> bytes:
+    return b"cache/" + key
+
+
+def k_lease(key: bytes) -> bytes:
+    return b"lease/" + key
+
+
+def k_edge_c(consumer: int, producer: int, artifact: bytes) -> bytes:
+    return b"edge/c/" + rid8(consumer) + rid8(producer) + artifact
+
+
+def k_edge_p(producer: int, consumer: int, artifact: bytes) -> bytes:
+    return b"edge/p/" + rid8(producer) + rid8(consumer) + artifact
+
+
+def status_byte(status: str) -> bytes:
+    return _STATUS_BYTE[status]
+
+
+def byte_status(b: bytes) -> str:
+    return _BYTE_STATUS.get(bytes(b[:1]), "unknown")
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(b: bytes):
+    return msgpack.unpackb(b, raw=False, strict_map_key=False)
+
+
+# -- entries: inline primitives or object ids ---------------------------------------
+
+_INLINE_MAX = 256
+
+
+def is_inline(value) -> bool:
+    """Whether a value is kept inline in records and trees rather than as an object."""
+    t = type(value)
+    if value is None or t is bool or t is float:
+        return True
+    if t is int:
+        return -(1 << 63) <= value < (1 << 64)
+    if t is str:
+        return len(value) <= _INLINE_MAX // 4
+    if t is bytes:
+        return len(value) <= _INLINE_MAX
+    return False
+
+
+def pack_entry(entry) -> bytes:
+    """A record entry (inline value or ObjectId) as msgpack bytes for an index."""
+    if isinstance(entry, ObjectId):
+        return pack({"id": bytes(entry)})
+    return pack({"v": entry})
+
+
+def unpack_entry(b: bytes):
+    d = unpack(b)
+    return ObjectId(d["id"]) if "id" in d else d["v"]
+
+
+# -- reading runs -----------------------------------------------------------------
+
+
+def run_ref(store: Store, run_id: int) -> dict:
+    """The mutable state of a run (status, record id...).
+
+    Raises:
+        NotFound: no run has this id.
+    """
+    with store.refs() as txn:
+        raw = txn.get(k_run(run_id))
+    if raw is None:
+        raise NotFound(f"no run with run_id={run_id!r}")
+    return unpack(raw)
+
+
+def _check_id(run_id) -> int:
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        try:
+            return int(str(run_id))
+        except ValueError:
+            raise NotFound(f"run_id must be an integer, got {run_id!r}") from None
+    return run_id
+
+
+def get_run(run_id: int, store: Store | None = None) -> dict:
+    """The full record of a run as a dict (the ``Run`` object's fields plus ``run_id``)."""
+    store = store or _store()
+    run_id = _check_id(run_id)
+    ref = run_ref(store, run_id)
+    rec = ref.get("record")
+    if rec is None:  # still running, or cut short before its record was written
+        fields = dict(ref)
+        fields.pop("record", None)
+    else:
+        obj = store.get(ObjectId(rec))
+        assert isinstance(obj, Run)
+        fields = dict(obj.fields)
+    fields["run_id"] = run_id
+    fields["status"] = _live_status(fields, ref)
+    return fields
+
+
+def _live_status(fields: dict, ref: dict) -> str:
+    status = ref.get("status", fields.get("status"))
+    if status == "running" and not _alive(ref.get("host"), ref.get("pid"), ref.get("expires")):
+        return "interrupted"
+    return status
+
+
+def _alive(host, pid, expires=None) -> bool:
+    if host == HOST and pid:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return expires is None or expires > time.time()
+
+
+def get_meta(run_id: int, store: Store | None = None) -> dict:
+    """Metadata of a run: task, status, times, host, versions, git, error..."""
+    rec = get_run(run_id, store)
+    return {k: v for k, v in rec.items() if k not in ("inputs", "output", "log", "run_dir_tree")}
+
+
+def inp(run_id: int, store: Store | None = None) -> dict:
+    """The inputs of a run: ``{name: value}`` for primitives, Artifacts otherwise."""
+    from .io import Artifact
+
+    store = store or _store()
+    rec = get_run(run_id, store)
+    tree_id = rec.get("inputs")
+    if tree_id is None:
+        return {}
+    tree = store.get(tree_id)
+    producers = _producers(store, run_id)
+    out = {}
+    for name, entry in tree.entries:
+        out[name] = Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
+    return out
+
+
+def _producers(store: Store, run_id: int) -> dict[bytes, int]:
+    prefix = b"edge/c/" + rid8(run_id)
+    with store.refs() as txn:
+        return {k[-16:]: int.from_bytes(k[15:23], "big") for k, _ in txn.scan(prefix)}
+
+
+def out(run_id: int, store: Store | None = None):
+    """The outputs of a run, in the structure the task returned (leaves as Artifacts).
+
+    Raises:
+        NotFound: no such run, or it has no output (failed or still running).
+    """
+    store = store or _store()
+    rec = get_run(run_id, store)
+    if rec.get("status") != "success":
+        raise NotFound(f"run {run_id} of task {rec.get('task')} has no output (status: {rec.get('status')})")
+    return output_view(store, rec.get("output"), run_id)
+
+
+_PRIMITIVE_TYPES = {"str", "bytes", "int", "float", "bool", "NoneType", "None"}
+_skeletons: dict[bytes, Any] = {}
+
+
+def output_view(store: Store, entry, run_id: int | None):
+    """Rebuild a returned structure: containers as they were, leaves as Artifacts."""
+    if not isinstance(entry, ObjectId):
+        return entry
+    skel = _skeletons.get(bytes(entry))
+    if skel is None:
+        skel = _skeleton(store, entry)
+        if len(_skeletons) > 4096:
+            _skeletons.clear()
+        _skeletons[bytes(entry)] = skel
+    return _materialize(skel, store.root, run_id)
+
+
+class _Leaf:
+    __slots__ = ("oid",)
+
+    def __init__(self, oid):
+        self.oid = oid
+
+
+class _Literal:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _skeleton(store: Store, oid: ObjectId):
+    from .serialize import load_value, summarize
+
+    obj = store.get(oid)
+    if isinstance(obj, Tree) and obj.type in ("dict", "list", "tuple"):
+        if obj.type == "dict":
+            items = [(_literal_key(store, k), _entry_skeleton(store, v)) for k, v in obj.entries]
+            return ("dict", items)
+        return (obj.type, [_entry_skeleton(store, e) for e in obj.entries])
+    try:
+        if summarize(store, oid).get("type") in _PRIMITIVE_TYPES:
+            return _Literal(load_value(store, oid))
+    except Exception:  # noqa: BLE001 - anything unreadable stays an Artifact
+        pass
+    return _Leaf(oid)
+
+
+def _literal_key(store, k):
+    if isinstance(k, ObjectId):
+        from .serialize import load_value
+
+        return load_value(store, k)
+    return k
+
+
+def _entry_skeleton(store, e):
+    return _skeleton(store, e) if isinstance(e, ObjectId) else _Literal(e)
+
+
+def _materialize(skel, root, run_id):
+    from .io import Artifact
+
+    if isinstance(skel, _Literal):
+        return skel.value
+    if isinstance(skel, _Leaf):
+        return Artifact(skel.oid, run_id, root)
+    kind, items = skel
+    if kind == "dict":
+        return {k: _materialize(v, root, run_id) for k, v in items}
+    vals = [_materialize(v, root, run_id) for v in items]
+    return tuple(vals) if kind == "tuple" else vals
+
+
+def get_log(run_id: int, store: Store | None = None) -> str:
+    """The captured stdout, stderr and logging of a run."""
+    store = store or _store()
+    rec = get_run(run_id, store)
+    log = rec.get("log")
+    if log is None:
+        return ""
+    _, data = store.read_payload(log)
+    return data.tobytes().decode("utf-8", "replace")
+
+
+def run_dir_path(store: Store, run_id: int) -> str:
+    return os.path.join(store.root, "run_dirs", str(run_id))
+
+
+def get_run_dir(run_id: int, store: Store | None = None) -> str:
+    """The run's directory; restored from the store if it was deleted.
+
+    Raises:
+        NotFound: the run has no run directory.
+    """
+    store = store or _store()
+    rec = get_run(run_id, store)
+    path = run_dir_path(store, run_id)
+    snap = rec.get("run_dir_tree")
+    if os.path.isdir(path):
+        return path
+    if snap is None:
+        if rec.get("has_run_dir"):
+            os.makedirs(path, exist_ok=True)
+            return path
+        raise NotFound(f"run {run_id} of task {rec.get('task')} has no run directory")
+    from .serialize import restore_path
+
+    restore_path(store, snap, path)
+    return path
+
+
+def _store() -> Store:
+    from .session import current_store
+
+    return current_store()

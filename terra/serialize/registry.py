@@ -1,0 +1,113 @@
+"""Codec tables: which function encodes a type and which decodes a stored name.
+
+Two tables, filled by the codec modules at import and by users through
+:func:`register_codec`:
+
+- Blob decoders keyed by the Blob's ``codec`` name,
+- Tree decoders keyed by the Tree's ``type``.
+
+Class import paths (``module:qualname``) name classes inside stored objects
+so that a dataclass, an Enum or a ``__terra_read__`` class can be found again
+when a value is loaded in another process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from ..errors import SerializationError
+
+__all__ = ["UserCodec", "class_path", "import_class", "register_codec", "user_codec_for"]
+
+BLOB_DECODERS: dict[str, Callable] = {}
+TREE_DECODERS: dict[str, Callable] = {}
+SUMMARIZERS: dict[str, Callable] = {}
+
+
+class UserCodec:
+    """A codec registered by the user: ``encode(obj) -> bytes``, ``decode(bytes) -> obj``."""
+
+    __slots__ = ("type", "encode", "decode", "name")
+
+    def __init__(self, type_: type, encode: Callable, decode: Callable, name: str):
+        self.type, self.encode, self.decode, self.name = type_, encode, decode, name
+
+
+_USER_BY_TYPE: dict[type, UserCodec] = {}
+USER_BY_NAME: dict[str, UserCodec] = {}
+
+
+def register_codec(type_: type, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
+                   name: str | None = None) -> None:
+    """Store values of ``type_`` (and its subclasses) with your own functions.
+
+    The codec name is recorded in every stored value, so register the same
+    name before loading such values in another process.
+
+    Args:
+        type_: the class to handle; subclasses use it too unless they have their own.
+        encode: turns a value into bytes (deterministically: equal values, equal bytes).
+        decode: turns those bytes back into an equal value.
+        name: stable codec name; defaults to the class's import path.
+
+    Raises:
+        TypeError: ``type_`` is not a class or a function is not callable.
+        ValueError: ``name`` is already used by another type.
+    """
+    if not isinstance(type_, type):
+        raise TypeError(f"register_codec needs a class, got {type_!r}")
+    if not callable(encode) or not callable(decode):
+        raise TypeError("register_codec needs callable encode and decode functions")
+    name = name or class_path(type_)
+    other = USER_BY_NAME.get(name)
+    if other is not None and other.type is not type_:
+        raise ValueError(f"codec name {name!r} is already registered for {class_path(other.type)}")
+    old = _USER_BY_TYPE.get(type_)
+    if old is not None:
+        USER_BY_NAME.pop(old.name, None)
+    codec = UserCodec(type_, encode, decode, name)
+    _USER_BY_TYPE[type_] = codec
+    USER_BY_NAME[name] = codec
+
+
+def user_codec_for(cls: type) -> UserCodec | None:
+    """The user codec for ``cls``: its own, else the nearest base class's."""
+    if not _USER_BY_TYPE:
+        return None
+    for base in cls.__mro__:
+        c = _USER_BY_TYPE.get(base)
+        if c is not None:
+            return c
+    return None
+
+
+def class_path(cls: type) -> str:
+    """``module:qualname`` of a class, the form stored in objects."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def importable(cls: type) -> bool:
+    """Whether :func:`import_class` could find ``cls`` again by its path."""
+    if "<locals>" in cls.__qualname__:
+        return False
+    try:
+        return import_class(class_path(cls)) is cls
+    except SerializationError:
+        return False
+
+
+def import_class(path: str) -> type:
+    """The class named by a ``module:qualname`` path.
+
+    Raises:
+        SerializationError: the module or class cannot be found.
+    """
+    module, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise SerializationError(f"cannot find class {path} to load a stored value: {e}") from e
+    return obj

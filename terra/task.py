@@ -1,0 +1,583 @@
+"""Tasks: the decorator, cache keys, and the life of a run.
+
+A call binds its arguments to the signature, computes the cache key
+``hash(task identity, code fingerprint, input ids)`` and looks it up: a hit
+returns the stored outputs of the original run without running anything. A
+miss takes a lease on the key (so concurrent identical calls compute once),
+allocates the next run id, runs the function with its output captured, stores
+inputs, outputs, log and run-dir snapshot, then commits the record and its
+index entries in one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import inspect
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import msgpack
+import pandas as pd
+import xxhash
+
+from . import runs as R
+from .capture import Capture
+from .config import get_config
+from .errors import SerializationError, TaskError
+from .fingerprint import fingerprint
+from .io import Artifact
+from .objects import ObjectId, Run, Tree, object_id
+from .session import current_store
+from .store import Store
+
+__all__ = ["Task", "task"]
+
+_CALL_KEYWORDS = ("force", "return_run_id", "skip_terra_cache", "silence_task")
+_RESERVED = ("run_dir", "run_id")
+
+
+class Task:
+    """A function (or class) whose every call is a recorded, cached run.
+
+    Use bare (``@Task``), as ``@Task.make_task``, or with options through
+    ``@Task.make(...)`` / ``@terra.task(...)``.
+
+    Args:
+        fn: the function or class.
+        version: pins the code fingerprint: the cache survives code edits until it changes.
+        no_dump_args: arguments neither stored nor part of the cache key.
+        no_load_args: arguments whose Artifacts are passed to the function unloaded.
+        cache_ignored_args: arguments stored but not part of the cache key.
+        cache: False runs every call (still recorded).
+    """
+
+    def __init__(self, fn: Callable, *, version: str | int | None = None, no_dump_args=(),
+                 no_load_args=(), cache_ignored_args=(), cache: bool = True):
+        if not callable(fn):
+            raise TaskError(f"Task needs a function or class, got {fn!r}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+        self.module = getattr(fn, "__module__", None) or "__main__"
+        self.qualname = getattr(fn, "__qualname__", self.name)
+        self.identity = f"{self.module}:{self.qualname}"
+        self.version = version
+        self.cache = cache
+        try:
+            self.signature = inspect.signature(fn)
+        except (TypeError, ValueError) as e:
+            raise TaskError(f"task {self.name}: cannot read its signature: {e}") from e
+        params = self.signature.parameters
+        self.no_dump = _names(no_dump_args, params, self.name, "no_dump_args")
+        self.no_load = _names(no_load_args, params, self.name, "no_load_args")
+        self.cache_ignored = _names(cache_ignored_args, params, self.name, "cache_ignored_args")
+        self._wants = tuple(n for n in _RESERVED if n in params)
+        kinds = {p.kind for p in params.values()}
+        self._simple = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD,
+                                    inspect.Parameter.POSITIONAL_ONLY}
+        self._positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
+        self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+        self._last_run_id: int | None = None
+
+    # -- construction -----------------------------------------------------------
+
+    @classmethod
+    def make_task(cls, fn: Callable) -> "Task":
+        """Decorator: make ``fn`` a task with default options."""
+        return cls(fn)
+
+    @classmethod
+    def make(cls, **options) -> Callable[[Callable], "Task"]:
+        """Decorator factory: ``@Task.make(version=2, no_dump_args=["verbose"])``."""
+        return lambda fn: cls(fn, **options)
+
+    def __get__(self, obj, objtype=None):
+        # Tasks defined in a class body behave like methods.
+        return self if obj is None else functools.partial(self, obj)
+
+    # -- calling ------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
+        if opts.get("silence_task"):
+            return self.fn(*_load_all(args, ()), **self._loaded_kwargs(kwargs))
+        force = bool(opts.get("force") or opts.get("skip_terra_cache"))
+        run_id, output = _execute(self, args, kwargs, force)
+        self._last_run_id = run_id
+        return (run_id, output) if opts.get("return_run_id") else output
+
+    def _bind(self, args, kwargs) -> dict[str, Any]:
+        """Arguments by name with defaults applied; ``**kwargs`` flattened, ``*args`` by position."""
+        for r in self._wants:
+            kwargs.pop(r, None)
+        if self._simple and len(args) <= len(self._positional):
+            bound = dict(zip(self._positional, args))
+            for k, v in kwargs.items():
+                if k not in self.signature.parameters or k in bound:
+                    return self._bind_slow(args, kwargs)
+                bound[k] = v
+            for k, v in self._defaults.items():
+                bound.setdefault(k, v)
+            if len(bound) + len(self._wants) != len(self.signature.parameters):
+                return self._bind_slow(args, kwargs)
+            for r in self._wants:
+                bound.pop(r, None)
+            return bound
+        return self._bind_slow(args, kwargs)
+
+    def _bind_slow(self, args, kwargs) -> dict[str, Any]:
+        try:
+            ba = self.signature.bind(*args, **kwargs, **{r: None for r in self._wants})
+        except TypeError as e:
+            raise TaskError(f"task {self.name}: {e}") from None
+        ba.apply_defaults()
+        out: dict[str, Any] = {}
+        for name, value in ba.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if name in _RESERVED:
+                continue
+            if kind == inspect.Parameter.VAR_KEYWORD:
+                out.update(value)
+            elif kind == inspect.Parameter.VAR_POSITIONAL:
+                out.update({f"{name}[{i}]": v for i, v in enumerate(value)})
+            else:
+                out[name] = value
+        return out
+
+    def _loaded_kwargs(self, kwargs):
+        return {k: (v if k in self.no_load else _load_deep(v)) for k, v in kwargs.items()}
+
+    # -- accessors (original terra API) --------------------------------------------
+
+    @property
+    def last_run_id(self) -> int | None:
+        """Run id of this task's latest call in this process, else its latest successful run."""
+        if self._last_run_id is not None:
+            return self._last_run_id
+        for rid, status in self._runs(current_store(), reverse=True):
+            if status == "success":
+                return rid
+        return None
+
+    def _run_id(self, run_id):
+        if run_id is not None:
+            return run_id
+        rid = self.last_run_id
+        if rid is None:
+            raise R.NotFound(f"task {self.name} has no successful run")
+        return rid
+
+    def _runs(self, store: Store, reverse=False):
+        prefix = b"task/" + self.identity.encode() + b"\0"
+        with store.refs() as txn:
+            items = list(txn.scan(prefix, reverse=reverse))
+        return [(int.from_bytes(k[-8:], "big"), R.byte_status(v)) for k, v in items]
+
+    def out(self, run_id: int | None = None):
+        """Outputs of ``run_id`` (default: the latest run)."""
+        return R.out(self._run_id(run_id))
+
+    def inp(self, run_id: int | None = None) -> dict:
+        """Inputs of ``run_id`` (default: the latest run)."""
+        return R.inp(self._run_id(run_id))
+
+    def get_meta(self, run_id: int | None = None) -> dict:
+        """Metadata of ``run_id`` (default: the latest run)."""
+        return R.get_meta(self._run_id(run_id))
+
+    def get_log(self, run_id: int | None = None) -> str:
+        """Captured log of ``run_id`` (default: the latest run)."""
+        return R.get_log(self._run_id(run_id))
+
+    def run_dir(self, run_id: int | None = None) -> str:
+        """Run directory of ``run_id`` (default: the latest run), restored if needed."""
+        return R.get_run_dir(self._run_id(run_id))
+
+    def get_runs(self) -> pd.DataFrame:
+        """This task's runs as a DataFrame, newest first."""
+        from .query import get_runs
+
+        return get_runs(task=self.identity)
+
+    def __repr__(self) -> str:
+        return f"<terra.Task {self.identity}>"
+
+
+def task(fn: Callable | None = None, **options):
+    """Make a task: ``@terra.task`` or ``@terra.task(version=..., cache=False, ...)``."""
+    if fn is not None:
+        return Task(fn, **options)
+    return lambda f: Task(f, **options)
+
+
+def _names(names, params, task_name: str, option: str) -> frozenset:
+    if isinstance(names, str):
+        names = (names,)
+    names = frozenset(names or ())
+    has_var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    unknown = [n for n in names if n not in params and not has_var_kw]
+    if unknown:
+        raise TaskError(f"task {task_name}: {option} names unknown arguments {sorted(unknown)}")
+    return names
+
+
+# -- artifacts inside arguments ----------------------------------------------------
+
+
+def _load_deep(v):
+    t = type(v)
+    if t is Artifact:
+        return v.load()
+    if t is dict:
+        return {k: _load_deep(x) for k, x in v.items()}
+    if t is list:
+        return [_load_deep(x) for x in v]
+    if t is tuple:
+        return tuple(_load_deep(x) for x in v)
+    return v
+
+
+def _load_all(args, no_load_positions):
+    return [a if i in no_load_positions else _load_deep(a) for i, a in enumerate(args)]
+
+
+def _artifacts(v, out: list) -> None:
+    t = type(v)
+    if t is Artifact:
+        out.append(v)
+    elif t is dict:
+        for x in v.values():
+            _artifacts(x, out)
+    elif t in (list, tuple):
+        for x in v:
+            _artifacts(x, out)
+
+
+def _entry(value, hash_only: bool, store: Store):
+    if R.is_inline(value):
+        return value
+    ref = getattr(value, "__terra_ref__", None)
+    if isinstance(ref, ObjectId):
+        return ref
+    from .serialize import hash_value, store_value
+
+    return hash_value(value) if hash_only else store_value(store, value)
+
+
+# -- the run lifecycle ---------------------------------------------------------------
+
+
+def _key_default(obj):
+    if isinstance(obj, ObjectId):
+        return msgpack.ExtType(0, bytes(obj))
+    if isinstance(obj, int):
+        return msgpack.ExtType(1, str(obj).encode())
+    raise TypeError(f"unexpected {type(obj).__name__} in a cache key")
+
+
+_key_packer = msgpack.Packer(use_bin_type=True, default=_key_default)
+
+
+def _cache_key(t: Task, entries: dict) -> bytes:
+    """xxh3-128 of the type-tagged (task identity, code fingerprint, sorted input entries)."""
+    code = f"version:{t.version}" if t.version is not None else fingerprint(t.fn).digest
+    items = [(k, _NAN if (type(v) is float and v != v) else v)
+             for k, v in sorted(entries.items()) if k not in t.cache_ignored]
+    return xxhash.xxh3_128_digest(_key_packer.pack(("terra-call-1", t.identity, code, items)))
+
+
+_NAN = float("nan")
+
+
+def _execute(t: Task, args, kwargs, force: bool):
+    store = current_store()
+    cfg = get_config()
+    bound = t._bind(args, dict(kwargs))
+    dumped = {k: v for k, v in bound.items() if k not in t.no_dump}
+    try:
+        key_entries = {k: _entry(v, True, store) for k, v in dumped.items() if k not in t.cache_ignored}
+    except SerializationError as e:
+        raise SerializationError(f"task {t.name}: cannot hash an argument: {e}") from None
+    key = _cache_key(t, key_entries)
+    use_cache = t.cache and not force
+    if use_cache:
+        hit = _lookup(store, key)
+        if hit is not None:
+            return _hit(t, store, hit, cfg)
+    while True:
+        state, value = store.update_refs(lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds))
+        if state == "hit":
+            return _hit(t, store, _decode_hit(value), cfg)
+        if state == "run":
+            return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+        _wait(store, key, value)
+
+
+def _lookup(store: Store, key: bytes):
+    raw = store.get_ref(R.k_cache(key))
+    return None if raw is None else _decode_hit(raw)
+
+
+def _decode_hit(raw: bytes):
+    return int.from_bytes(raw[:8], "big"), R.unpack_entry(raw[8:])
+
+
+def _hit(t: Task, store: Store, hit, cfg):
+    run_id, entry = hit
+    if not cfg.quiet:
+        print(f"task: {t.name}, run_id={run_id} (cached)")
+    return run_id, R.output_view(store, entry, run_id)
+
+
+def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float):
+    """Inside one write transaction: a hit, a lease to wait on, or a new run id."""
+    now = time.time()
+    if use_cache:
+        raw = txn.get(R.k_cache(key))
+        if raw is not None:
+            return "hit", raw
+        lease = txn.get(R.k_lease(key))
+        if lease is not None:
+            info = R.unpack(lease)
+            if R._alive(info.get("host"), info.get("pid"), info.get("expires")) and info["expires"] > now:
+                return "wait", info
+    counter = txn.get(R.K_COUNTER)
+    run_id = (int.from_bytes(counter, "big") if counter else 0) + 1
+    txn.put(R.K_COUNTER, R.rid8(run_id))
+    ref = {"status": "running", "task": t.name, "identity": t.identity, "start_time": now,
+           "pid": os.getpid(), "host": R.HOST, "expires": now + lease_seconds, "record": None}
+    txn.put(R.k_run(run_id), R.pack(ref))
+    txn.put(R.k_task(t.identity, run_id), R.status_byte("running"))
+    if t.cache:
+        txn.put(R.k_lease(key), R.pack({"pid": os.getpid(), "host": R.HOST, "run_id": run_id,
+                                        "expires": now + lease_seconds}))
+    return "run", run_id
+
+
+def _wait(store: Store, key: bytes, info: dict) -> None:
+    """Sleep until the lease holder finishes, dies or lets its lease expire."""
+    delay = 0.01
+    while True:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+        with store.refs() as txn:
+            if txn.get(R.k_cache(key)) is not None:
+                return
+            raw = txn.get(R.k_lease(key))
+        if raw is None:
+            return
+        cur = R.unpack(raw)
+        if not R._alive(cur.get("host"), cur.get("pid"), cur.get("expires")) or cur["expires"] <= time.time():
+            return
+
+
+class _Leases:
+    """One daemon thread renewing the leases of this process's runs in progress."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[tuple, tuple[Store, float]] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def hold(self, store: Store, key: bytes, run_id: int, seconds: float) -> None:
+        with self._lock:
+            self._held[(id(store), key, run_id)] = (store, seconds)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="terra-leases")
+                self._thread.start()
+
+    def release(self, store: Store, key: bytes, run_id: int) -> None:
+        with self._lock:
+            self._held.pop((id(store), key, run_id), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                held = list(self._held.items())
+            wait = min((sec for _, (_, sec) in held), default=30.0) / 3
+            time.sleep(max(wait, 0.05))
+            for (_, key, run_id), (store, seconds) in held:
+                with self._lock:
+                    if (id(store), key, run_id) not in self._held:
+                        continue
+                try:
+                    store.update_refs(lambda txn: _renew(txn, key, run_id, seconds))
+                except Exception:  # noqa: BLE001 - a failed renewal only risks a duplicate run
+                    pass
+
+
+def _renew(txn, key: bytes, run_id: int, seconds: float) -> None:
+    raw = txn.get(R.k_lease(key))
+    if raw is None:
+        return
+    info = R.unpack(raw)
+    if info.get("run_id") == run_id:
+        info["expires"] = time.time() + seconds
+        txn.put(R.k_lease(key), R.pack(info))
+
+
+_leases = _Leases()
+
+
+def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, bound, dumped):
+    start = time.time()
+    if not cfg.quiet:
+        print(f"task: {t.name}, run_id={run_id}")
+    if t.cache:
+        _leases.hold(store, key, run_id, cfg.lease_seconds)
+    run_dir = None
+    extra = {}
+    if "run_dir" in t._wants:
+        run_dir = R.run_dir_path(store, run_id)
+        if os.path.exists(run_dir):  # left over from a store that was wiped: start clean
+            import shutil
+
+            shutil.rmtree(run_dir)
+        os.makedirs(run_dir)
+        extra["run_dir"] = run_dir
+    if "run_id" in t._wants:
+        extra["run_id"] = run_id
+    fields: dict[str, Any] = {
+        "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
+        "cache_key": key, "start_time": start, **_environment(t.fn),
+    }
+    fp = fingerprint(t.fn)
+    fields["fingerprint"] = fp.digest
+    fields["code"] = dict(fp.parts)
+    if t.version is not None:
+        fields["version"] = str(t.version)
+    arts: list[Artifact] = []
+    _artifacts([v for k, v in dumped.items()], arts)
+    parents = sorted({a.run_id for a in arts if a.run_id is not None})
+    fields["parents"] = parents
+    status, result, error, exc = "success", None, None, None
+    capture = Capture()
+    try:
+        call_args = _load_all(args, ())
+        if t.no_load:
+            names = t._positional
+            call_args = [a if (i < len(names) and names[i] in t.no_load) else _load_deep(a)
+                         for i, a in enumerate(args)]
+        call_kwargs = t._loaded_kwargs({k: v for k, v in kwargs.items() if k not in _RESERVED})
+        with capture:
+            result = t.fn(*call_args, **call_kwargs, **extra)
+    except KeyboardInterrupt as e:
+        status, exc = "interrupted", e
+        error = _error_info(e)
+    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised unchanged
+        status, exc = "failure", e
+        error = _error_info(e)
+    output = None
+    try:
+        inputs_tree = _inputs_tree(store, dumped)
+        fields["inputs"] = object_id(inputs_tree)
+        if status == "success":
+            try:
+                output = _entry(result, False, store)
+            except SerializationError as e:
+                status = "failure"
+                exc = SerializationError(f"task {t.name} (run {run_id}): cannot store its output: {e}")
+                exc.__cause__ = e
+                error = _error_info(exc)
+        if capture.text:
+            fields["log"] = store.put_payload("text", {"encoding": "utf-8"}, capture.text.encode("utf-8",
+                                                                                                 "replace")).id
+        if run_dir is not None:
+            from .serialize import store_path
+
+            fields["has_run_dir"] = True
+            if os.listdir(run_dir):
+                fields["run_dir_tree"] = store_path(store, run_dir)
+    finally:
+        if t.cache:
+            _leases.release(store, key, run_id)
+    fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
+    record = Run(fields)
+    rec_id = store.put_many([inputs_tree, record])[-1].id
+    edges = [(a.run_id, bytes(a.__terra_ref__)) for a in arts if a.run_id is not None]
+    view = R.output_view(store, output, run_id) if status == "success" else None
+    produced: list = []
+    _artifacts(view, produced)
+    produced_ids = {bytes(a.__terra_ref__) for a in produced}
+    if isinstance(output, ObjectId):
+        produced_ids.add(bytes(output))
+    store.update_refs(lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
+    if exc is not None:
+        raise exc
+    return run_id, view
+
+
+def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
+    status = fields["status"]
+    ref = {"status": status, "task": t.name, "identity": t.identity, "start_time": fields["start_time"],
+           "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
+    txn.put(R.k_run(run_id), R.pack(ref))
+    txn.put(R.k_task(t.identity, run_id), R.status_byte(status))
+    if status == "success" and t.cache:
+        txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output))
+    for producer, art in edges:
+        txn.put(R.k_edge_c(run_id, producer, art), b"")
+        txn.put(R.k_edge_p(producer, run_id, art), b"")
+    for oid in produced_ids:  # first producer wins: get_artifact(id) names it
+        if txn.get(b"produced/" + oid) is None:
+            txn.put(b"produced/" + oid, R.rid8(run_id))
+    raw = txn.get(R.k_lease(key))
+    if raw is not None and R.unpack(raw).get("run_id") == run_id:
+        txn.delete(R.k_lease(key))
+
+
+def _inputs_tree(store: Store, dumped: dict) -> Tree:
+    """The inputs as a Tree, storing every non-inline argument value."""
+    try:
+        entries = tuple(sorted((k, _entry(v, False, store)) for k, v in dumped.items()))
+    except SerializationError as e:
+        raise SerializationError(f"cannot store an argument: {e}") from e
+    return Tree("inputs", entries)
+
+
+def _error_info(e: BaseException) -> dict:
+    return {"type": f"{type(e).__module__}.{type(e).__qualname__}", "message": str(e),
+            "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))}
+
+
+# -- environment facts recorded with each run ------------------------------------------
+
+_static_env: dict | None = None
+
+
+def _environment(fn) -> dict:
+    global _static_env
+    if _static_env is None:
+        import numpy
+
+        from . import __version__
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no user name in some containers
+            user = str(os.getuid())
+        _static_env = {
+            "host": R.HOST, "user": user, "pid": os.getpid(),
+            "versions": {"python": platform.python_version(), "terra": __version__,
+                         "numpy": numpy.__version__, "pandas": pd.__version__},
+        }
+    env = dict(_static_env)
+    env["pid"] = os.getpid()
+    from .gitinfo import git_info
+
+    env["git"] = git_info(_source_dir(fn))
+    return env
+
+
+def _source_dir(fn) -> str:
+    mod = sys.modules.get(getattr(fn, "__module__", "") or "")
+    f = getattr(mod, "__file__", None)
+    return os.path.dirname(os.path.abspath(f)) if f else os.getcwd()
