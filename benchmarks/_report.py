@@ -38,7 +38,11 @@ def make_reporter(plain: bool = False) -> Report:
             plain = True
     if plain:
         return _plain_report
-    console = Console()
+    import shutil
+    import sys
+
+    # Wide tables stay readable when the output goes to a file or a pipe.
+    console = Console(width=None if sys.stdout.isatty() else max(160, shutil.get_terminal_size().columns))
 
     def report(title, columns, rows):
         table = Table(title=title, title_justify="left")

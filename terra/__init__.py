@@ -19,10 +19,15 @@ from .errors import (
     TerraError,
     UnsupportedFormat,
 )
+from .fsck import fsck
+from .gc import compact, du, gc
 from .io import Artifact
+from .provenance import provenance
 from .query import get_artifact, get_runs, load
+from .retention import rm, select_runs, tag, untag
 from .runs import get_log, get_meta, get_run, get_run_dir, inp, out
 from .task import Task, task
+from .why import why
 
 
 def hash(value) -> str:  # noqa: A001 - mirrors `git hash-object`
@@ -48,7 +53,11 @@ __all__ = sorted([
     "Task",
     "TerraError",
     "UnsupportedFormat",
+    "compact",
     "configure",
+    "du",
+    "fsck",
+    "gc",
     "get_artifact",
     "get_config",
     "get_log",
@@ -61,6 +70,12 @@ __all__ = sorted([
     "io",
     "load",
     "out",
+    "provenance",
     "register_codec",
+    "rm",
+    "select_runs",
+    "tag",
     "task",
+    "untag",
+    "why",
 ])

@@ -47,7 +47,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None,
     lo, hi = _timestamp(since), _timestamp(until)
     with store.refs() as txn:
         if identity is not None or (isinstance(name, str) and ":" in name):
-            ident = identity or name
+            ident, name = identity or name, None
             prefix = b"task/" + ident.encode() + b"\0"
             ids = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(prefix, reverse=True)]
             refs = [(rid, txn.get(R.k_run(rid))) for rid in ids]

@@ -134,7 +134,17 @@ def _bin_header(n: int) -> bytes:
 
 
 def _nbytes(buf) -> int:
-    return buf.nbytes if isinstance(buf, memoryview) else len(buf)
+    return len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+
+
+def byte_view(buf) -> memoryview:
+    """``buf`` (any C-contiguous buffer) as a flat memoryview of bytes, without copying."""
+    view = memoryview(buf)
+    if view.ndim == 1 and view.itemsize == 1:
+        return view
+    if view.nbytes == 0:  # cast() refuses shapes with a zero
+        return memoryview(b"")
+    return view.cast("B")
 
 
 @dataclass(frozen=True)
@@ -246,13 +256,13 @@ def _tuplify(v):
 
 def decode(buf) -> Object:
     """Decode a canonical encoding; payload is a zero-copy view of ``buf``."""
-    view = memoryview(buf)
-    try:
-        # Objects with a large payload: parse only the header, slice the payload.
-        cls, fields, end = _parse(view[: 1 << 16] if len(view) > (1 << 16) else view, view)
-    except msgpack.OutOfData:
-        cls, fields, end = _parse(view, view)
-    if end != len(view):
+    view = byte_view(buf)
+    if view.nbytes <= _SMALL_DECODE:
+        cls, fields = _parse_small(view)
+        end = view.nbytes
+    else:
+        cls, fields, end = _parse_large(view)
+    if end != view.nbytes:
         raise ValueError("trailing bytes after object")
     if cls is Tree:
         t, meta, entries = fields
@@ -261,6 +271,36 @@ def decode(buf) -> Object:
         codec, meta, size, chunks = fields
         return Chunked(codec, meta, size, tuple(chunks))
     return cls(*fields)
+
+
+# Encodings up to this size are parsed in one call (the payload is copied).
+_SMALL_DECODE = 4096
+
+
+def _parse_small(view):
+    try:
+        items = msgpack.unpackb(view, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
+    except msgpack.ExtraData as e:
+        raise ValueError("trailing bytes after object") from e
+    if type(items) is not list or not items:
+        raise ValueError("not an object")
+    cls = _KINDS.get(items[0]) if type(items[0]) is str else None
+    if cls is None:
+        raise ValueError(f"unknown object kind {items[0]!r}")
+    fields = items[1:]
+    if cls is Blob or cls is Chunk:
+        if not fields or type(fields[-1]) is not bytes:
+            raise ValueError("payload is not binary")
+        fields[-1] = memoryview(fields[-1])
+    return cls, fields
+
+
+def _parse_large(view):
+    try:
+        # Objects with a large payload: parse only the header, slice the payload.
+        return _parse(view[: 1 << 16] if len(view) > (1 << 16) else view, view)
+    except msgpack.OutOfData:
+        return _parse(view, view)
 
 
 def _parse(head, view):
@@ -318,9 +358,7 @@ def split_payload(codec: str, meta: Mapping[str, Any], buf) -> list[tuple[Object
     Chunk objects of that size plus a Chunked object listing them, so equal
     regions of two large values share storage. ``buf`` is hashed in place.
     """
-    view = memoryview(buf)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
+    view = byte_view(buf)
     n = view.nbytes
     if n <= CHUNK_SIZE:
         blob = Blob(codec, meta, view)

@@ -35,6 +35,7 @@ class UserCodec:
 
 
 _USER_BY_TYPE: dict[type, UserCodec] = {}
+USER_TYPES = _USER_BY_TYPE  # read by the encoder: a user codec beats a built-in one
 USER_BY_NAME: dict[str, UserCodec] = {}
 
 

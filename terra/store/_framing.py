@@ -15,6 +15,7 @@ import numpy as np
 import zstandard
 
 from ..errors import CorruptObject
+from ..objects.model import byte_view
 
 RAW = 0
 ZSTD = 1
@@ -50,26 +51,54 @@ def _compressible(payload: memoryview) -> bool:
     return len(_cctx(1).compress(sample)) < _KEEP_RATIO * len(sample)
 
 
-def frame(header: bytes, payload) -> object:
-    """The stored form of an encoding given as ``header + payload``."""
+def frame(header: bytes, payload) -> bytes | tuple:
+    """The stored form of an encoding given as ``header + payload``.
+
+    Returns bytes, or for a raw payload the parts ``(flag, header, payload)``
+    whose concatenation is the stored value: the backend joins them straight
+    into its own page (LMDB) so a large payload is copied once, not twice.
+    """
     if payload is None:
         total = len(header)
         if total < _SMALL:
             return b"\x00" + header
         z = _cctx(LEVEL).compress(header)
         return b"\x01" + z if len(z) < _KEEP_RATIO * total else b"\x00" + header
-    payload = memoryview(payload).cast("B") if not isinstance(payload, (bytes, bytearray)) else memoryview(payload)
+    payload = byte_view(payload)
     total = len(header) + payload.nbytes
-    if total >= _SMALL and _compressible(payload):
+    if total < _SMALL:
+        return b"\x00" + header + payload
+    if _compressible(payload):
         c = _cctx(LEVEL).compressobj(size=total)
         z = c.compress(header) + c.compress(payload) + c.flush()
         if len(z) < _KEEP_RATIO * total:
             return b"\x01" + z
-    out = np.empty(1 + total, dtype=np.uint8)
-    out[0] = RAW
-    out[1 : 1 + len(header)] = np.frombuffer(header, np.uint8)
-    out[1 + len(header) :] = np.frombuffer(payload, np.uint8)
-    return memoryview(out)
+    return (b"\x00", header, payload)
+
+
+def joined(value, out: np.ndarray | None = None):
+    """``value`` as one buffer: a framed value is bytes-like or a tuple of parts.
+
+    Parts are copied into ``out`` (a uint8 array at least that large) when
+    given, else into a new array.
+    """
+    if not isinstance(value, tuple):
+        return value
+    n = sum(memoryview(p).nbytes for p in value)
+    buf = np.empty(n, np.uint8) if out is None or out.nbytes < n else out[:n]
+    pos = 0
+    for p in value:
+        m = memoryview(p).nbytes
+        buf[pos : pos + m] = np.frombuffer(p, np.uint8)
+        pos += m
+    return buf
+
+
+def size(value) -> int:
+    """Bytes a framed value (bytes-like or tuple of parts) takes when stored."""
+    if isinstance(value, tuple):
+        return sum(memoryview(p).nbytes for p in value)
+    return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
 def unframe(key: bytes, raw) -> memoryview:

@@ -23,8 +23,11 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import lmdb
+import numpy as np
 
 from ..errors import StoreError, UnsupportedFilesystem
+from ..objects import CHUNK_SIZE
+from . import _framing
 from .base import Backend
 
 __all__ = ["LMDBBackend", "check_local_filesystem"]
@@ -35,11 +38,21 @@ DEFAULT_MAP_SIZE = 1 << 30
 TXN_BYTES = 64 << 20
 _TIME = struct.Struct("<d")
 _GROW_STEP = 1 << 20
+# Largest join buffer kept between puts: one chunk and its header.
+_SCRATCH_MAX = CHUNK_SIZE + 64
 
 NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ncpfs", "fuse.sshfs",
     "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph", "lustre", "9p", "fuse.s3fs",
 })
+
+
+def _mountinfo() -> str | None:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
@@ -49,10 +62,8 @@ def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
         UnsupportedFilesystem: ``path`` is on NFS, SMB or another network filesystem.
     """
     if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo") as f:
-                mountinfo = f.read()
-        except OSError:  # not Linux: nothing to check against
+        mountinfo = _mountinfo()
+        if mountinfo is None:  # not Linux: nothing to check against
             return "unknown"
     path = os.path.realpath(path)
     best, fstype = "", "unknown"
@@ -85,6 +96,7 @@ class _Env:
         # Read snapshots open in this process (under ``lock``): the map must
         # not be resized while one is, or its zero-copy buffers would dangle.
         self.open_readers = 0
+        self._scratch = None
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
@@ -103,6 +115,14 @@ class _Env:
                     self.env.set_mapsize(0)
         except lmdb.Error as e:
             raise StoreError(f"cannot open store {path}: {e}") from e
+
+    def scratch(self, n: int):
+        """A reused buffer of ``n`` bytes (call under ``lock``), or None if too large to keep."""
+        if n > _SCRATCH_MAX:
+            return None
+        if self._scratch is None or self._scratch.nbytes < n:
+            self._scratch = np.empty(max(n, 1 << 16), np.uint8)
+        return self._scratch
 
     def _open_dbs(self, readonly: bool) -> None:
         if readonly:
@@ -132,7 +152,10 @@ def _shared_env(path: str, map_size: int, readonly: bool) -> _Env:
             _ABANDONED.append(env)
             env = None
         if env is not None and env.readonly and not readonly:
-            env = None  # reopen writable; the read-only handle stays valid for its holders
+            # Reopen writable. The read-only environment stays open (closing
+            # any handle of the lock file would drop this process's locks).
+            _ABANDONED.append(env)
+            env = None
         if env is None:
             env = _ENVS[path] = _Env(path, map_size, readonly)
         return env
@@ -147,11 +170,61 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+class _Snapshot:
+    """A read transaction held under the environment's lock.
+
+    A class rather than a generator context manager: every read goes through it.
+    """
+
+    __slots__ = ("backend", "buffers", "wrap", "e", "txn")
+
+    def __init__(self, backend, buffers, wrap):
+        self.backend, self.buffers, self.wrap = backend, buffers, wrap
+
+    def __enter__(self):
+        backend = self.backend
+        while True:
+            e = backend._env()
+            e.lock.acquire()
+            if not e.closed:  # else another handle closed it meanwhile: reopen
+                break
+            e.lock.release()
+        try:
+            while True:
+                try:
+                    txn = e.env.begin(buffers=self.buffers)
+                    break
+                except lmdb.MapResizedError:
+                    backend._adopt_size(e)
+        except lmdb.Error as exc:
+            e.lock.release()
+            raise StoreError(f"store {backend.path}: {exc}") from exc
+        except BaseException:
+            e.lock.release()
+            raise
+        e.open_readers += 1
+        self.e, self.txn = e, txn
+        return (e, txn) if self.wrap is None else self.wrap(e, txn)
+
+    def __exit__(self, *exc):
+        e = self.e
+        e.open_readers -= 1
+        try:
+            self.txn.abort()
+        finally:
+            e.lock.release()
+        return False
+
+
 class _Reader:
     __slots__ = ("txn", "db")
 
     def __init__(self, txn, db):
         self.txn, self.db = txn, db
+
+    @classmethod
+    def of(cls, e, txn):
+        return cls(txn, e.objects)
 
     def get(self, key):
         return self.txn.get(key, db=self.db)
@@ -162,6 +235,10 @@ class _RefTxn:
 
     def __init__(self, txn, db):
         self.txn, self.db = txn, db
+
+    @classmethod
+    def of(cls, e, txn):
+        return cls(txn, e.refs)
 
     def get(self, key):
         v = self.txn.get(key, db=self.db)
@@ -214,16 +291,20 @@ class LMDBBackend(Backend):
     """Objects and refs in an LMDB environment in directory ``path``."""
 
     def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, readonly: bool = False):
-        os.makedirs(path, exist_ok=True) if not readonly else None
         if not readonly:
-            check_local_filesystem(path)
+            check_local_filesystem(path)  # before creating anything there
+            os.makedirs(path, exist_ok=True)
         self.path = os.path.realpath(path)
         self._map_size = map_size
         self._readonly = readonly
+        self._last: _Env | None = None
         self._env()  # open now so errors surface at open
 
     def _env(self) -> _Env:
-        return _shared_env(self.path, self._map_size, self._readonly)
+        e = self._last
+        if e is None or e.closed or e.pid != os.getpid() or _ENVS.get(self.path) is not e:
+            e = self._last = _shared_env(self.path, self._map_size, self._readonly)
+        return e
 
     # -- transactions with growth and resize handling -------------------------------
 
@@ -252,13 +333,20 @@ class LMDBBackend(Backend):
                 target = max(failed_size * 2, failed_size + 2 * need, 1 << 20)
                 e.env.set_mapsize(-(-target // _GROW_STEP) * _GROW_STEP)
 
-    def _write(self, fn, need: int = 0):
-        """Run ``fn(env, txn)`` in a write transaction, growing the map as needed."""
+    @contextmanager
+    def _locked(self):
+        """This process's environment of the store, with its lock held."""
         while True:
             e = self._env()
             with e.lock:
-                if e.closed:  # closed by another handle meanwhile: reopen
-                    continue
+                if not e.closed:  # else another handle closed it meanwhile: reopen
+                    yield e
+                    return
+
+    def _write(self, fn, need: int = 0):
+        """Run ``fn(env, txn)`` in a write transaction, growing the map as needed."""
+        while True:
+            with self._locked() as e:
                 size = e.env.info()["map_size"]
                 try:
                     with e.env.begin(write=True, buffers=True) as txn:
@@ -267,27 +355,14 @@ class LMDBBackend(Backend):
                     self._grow(e, size, need)
                 except lmdb.MapResizedError:
                     self._adopt_size(e)
+                except lmdb.ReadonlyError as exc:
+                    raise StoreError(f"store {self.path} is open read-only") from exc
+                except lmdb.Error as exc:
+                    raise StoreError(f"store {self.path}: {exc}") from exc
 
-    @contextmanager
-    def _read(self, buffers: bool):
-        e = self._env()
-        with e.lock:
-            if e.closed:  # closed by another handle meanwhile: reopen
-                e = self._env()
-                e.lock.acquire()
-                e.lock.release()
-            while True:
-                try:
-                    txn = e.env.begin(buffers=buffers)
-                    break
-                except lmdb.MapResizedError:
-                    self._adopt_size(e)
-            e.open_readers += 1
-            try:
-                yield e, txn
-            finally:
-                e.open_readers -= 1
-                txn.abort()
+    def _read(self, buffers: bool, wrap=None) -> "_Snapshot":
+        """A read transaction, entered as ``(env, txn)`` or as ``wrap(env, txn)``."""
+        return _Snapshot(self, buffers, wrap)
 
     # -- Backend ---------------------------------------------------------------
 
@@ -306,6 +381,14 @@ class LMDBBackend(Backend):
                         res.append(None)
                         continue
                     res.append(False)
+                elif isinstance(value, tuple):
+                    # Join the parts in a reused, already-faulted buffer: LMDB
+                    # copies the value into its page during put.
+                    if cur.set_key(key):
+                        res.append(False)
+                    else:
+                        res.append(txn.put(key, _framing.joined(value, e.scratch(_framing.size(value))),
+                                           overwrite=False, db=e.objects))
                 else:
                     res.append(txn.put(key, value, overwrite=False, db=e.objects))
                 txn.put(key, now, db=e.times)
@@ -318,7 +401,7 @@ class LMDBBackend(Backend):
         for key, value in items:
             batch.append((bytes(key), value))
             if value is not None:
-                size += value.nbytes if isinstance(value, memoryview) else len(value)
+                size += _framing.size(value)
             if size >= TXN_BYTES:
                 flush()
                 size = 0
@@ -330,10 +413,8 @@ class LMDBBackend(Backend):
         with self._read(True) as (e, txn):
             return [txn.get(bytes(k), db=e.objects) is not None for k in keys]
 
-    @contextmanager
     def reading(self):
-        with self._read(True) as (e, txn):
-            yield _Reader(txn, e.objects)
+        return self._read(True, _Reader.of)
 
     def delete_many(self, keys, older_than=None):
         keys = [bytes(k) for k in keys]
@@ -386,16 +467,30 @@ class LMDBBackend(Backend):
                 return
             start, skip = batch[-1][0], True
 
-    @contextmanager
     def refs(self):
-        with self._read(False) as (e, txn):
-            yield _RefTxn(txn, e.refs)
+        return self._read(False, _RefTxn.of)
 
     def update_refs(self, fn):
         return self._write(lambda e, txn: fn(_RefTxn(txn, e.refs)))
 
     def info(self) -> dict:
         """LMDB environment info and stats (map size, pages, readers)."""
-        e = self._env()
-        with e.lock:
+        with self._locked() as e:
             return {**e.env.info(), **e.env.stat(), "path": self.path}
+
+    def close(self) -> None:
+        """Close this process's environment of the store.
+
+        The environment is shared by every handle on the store in this
+        process; any of them reopens it transparently when used again.
+        """
+        with _ENVS_LOCK:
+            e = _ENVS.get(self.path)
+            if e is None or e.pid != os.getpid():
+                return  # never close an environment inherited across fork()
+            if any(a.path == e.path and a.pid == e.pid for a in _ABANDONED):
+                return  # another environment of ours holds the same lock file
+            del _ENVS[self.path]
+        with e.lock:
+            e.closed = True
+            e.env.close()

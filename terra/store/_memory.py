@@ -68,7 +68,7 @@ class MemoryBackend(Backend):
                     if value is None:  # refresh-only of an id that is gone
                         out.append(None)
                         continue
-                    self._objects[key] = bytes(value)
+                    self._objects[key] = b"".join(value) if isinstance(value, tuple) else bytes(value)
                     self._sorted = None
                 self._times[key] = now
                 out.append(new)

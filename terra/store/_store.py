@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -172,7 +172,13 @@ class Store:
                 off = i * CHUNK_SIZE
                 jobs.append((r, cid, out[off : min(off + CHUNK_SIZE, obj.size)]))
             if len(jobs) > 1:
-                list(_threads().map(lambda j: _read_chunk(*j), jobs))
+                # Every job must finish before the snapshot closes: the
+                # buffers they read die with it (a failed job must not let
+                # the others run on).
+                futures = [_threads().submit(_read_chunk, *j) for j in jobs]
+                wait(futures)
+                for f in futures:
+                    f.result()
             else:
                 for j in jobs:
                     _read_chunk(*j)
@@ -188,6 +194,7 @@ class Store:
 
     def iter_ids(self, prefix: str = "") -> Iterator[ObjectId]:
         """Every stored id, in order, optionally only those starting with hex ``prefix``."""
+        prefix = prefix.lower()
         raw = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
         for key, _size, _t in self.backend.iter_ids(raw):
             if key.hex().startswith(prefix):

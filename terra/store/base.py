@@ -43,7 +43,11 @@ class Backend(ABC):
 
     @abstractmethod
     def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
-        """Store ``(id, framed_bytes)`` pairs in order; return per item whether it was new.
+        """Store ``(id, framed_value)`` pairs in order; return per item whether it was new.
+
+        A framed value is bytes-like, or a tuple of bytes-like parts whose
+        concatenation is the value (so a large payload need not be joined
+        before the backend copies it into place).
 
         Existing ids keep their bytes but have their write time refreshed, so a
         concurrent gc inside its grace period never deletes them. A value of

@@ -1,0 +1,249 @@
+"""The encoder: a value becomes content-addressed objects, emitted to a sink.
+
+One encoder serves both :func:`store_value` (the sink batches ``put_many``)
+and :func:`hash_value` (the sink drops everything), so a value's hash and the
+id it is stored under can never disagree.
+
+A value's id depends only on the value, never on where it sits: the same
+array has the same id at top level, inside a dict or inside a dataclass.
+Containers are Merkle trees of their children's ids, with small primitives
+inlined as entries.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Iterable
+
+from ..errors import SerializationError
+from ..objects import Object, ObjectId, object_id, split_payload
+from . import registry
+
+__all__ = ["Encoder", "hash_value", "store_value"]
+
+# Strings and bytes up to this many encoded bytes are inlined in a Tree entry;
+# bigger ones become child Blobs so that they are stored (and deduplicated) once.
+INLINE_MAX = 256
+
+# The store sink writes pending objects once this much payload has accumulated,
+# bounding the memory held by encoded copies (Arrow IPC, pickles, files).
+FLUSH_BYTES = 64 << 20
+
+Pairs = list[tuple[ObjectId, Object]]
+
+# Encoders by exact type, filled by the codec modules: fn(encoder, value) -> ObjectId.
+EXACT: dict[type, Callable[["Encoder", Any], ObjectId]] = {}
+# Encoders tried in order for types not in EXACT: fn(encoder, value) -> ObjectId | None.
+FINDERS: list[Callable[["Encoder", Any], ObjectId | None]] = []
+
+
+def ref_of(value: Any) -> ObjectId | None:
+    """The id a value stands for (``__terra_ref__``, e.g. an Artifact), else None."""
+    # Look on the type first: a Mock or a proxy answers any attribute name.
+    if getattr(type(value), "__terra_ref__", None) is None:
+        return None
+    ref = value.__terra_ref__
+    if isinstance(ref, ObjectId):
+        return ref
+    if isinstance(ref, (bytes, bytearray)) and len(ref) == 16:
+        return ObjectId(bytes(ref))
+    if isinstance(ref, str):
+        return ObjectId.from_hex(ref)
+    raise SerializationError(f"{type(value).__name__}.__terra_ref__ is not an object id: {ref!r}")
+
+
+class Encoder:
+    """Turns values into objects; every object goes to ``sink(pairs)`` children first."""
+
+    def __init__(self, sink: Callable[[Pairs], None]):
+        self._sink = sink
+        # id(obj) -> (obj, oid): a container seen twice is encoded once. The
+        # object is kept so its id() cannot be reused by a temporary.
+        self._memo: dict[int, tuple[Any, ObjectId]] = {}
+        self._active: set[int] = set()
+        self.steps: list[str] = []
+
+    # -- emitting objects ----------------------------------------------------
+
+    def emit(self, obj: Object) -> ObjectId:
+        """Send one small object to the sink; returns its id."""
+        oid = object_id(obj)
+        self._sink([(oid, obj)])
+        return oid
+
+    def payload(self, codec: str, meta: dict, buf) -> ObjectId:
+        """Send a payload (chunked when large, hashed in place); returns the value's id."""
+        pairs = split_payload(codec, meta, buf)
+        self._sink(pairs)
+        return pairs[-1][0]
+
+    # -- values ----------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """Where the encoder is inside the top-level value, e.g. ``value["models"][3]``."""
+        return "value" + "".join(self.steps)
+
+    def fail(self, value: Any, why: str, cls=SerializationError) -> SerializationError:
+        """An error naming the current path and the value's type."""
+        return cls(f"cannot store {self.path} of type {type_name(type(value))}: {why}")
+
+    def entry(self, value: Any, step: str):
+        """A Tree entry for ``value``: the value itself if a small primitive, else a child id."""
+        t = type(value)
+        if value is None or t is bool or t is int or t is float:
+            return value
+        if t is str:
+            if len(value) <= INLINE_MAX // 4 or _utf8_len(value) <= INLINE_MAX:
+                return value
+        elif t is bytes and len(value) <= INLINE_MAX:
+            return value
+        return self.child(value, step)
+
+    def child(self, value: Any, step: str) -> ObjectId:
+        """The id of a value nested at ``step`` below the current path."""
+        self.steps.append(step)
+        try:
+            return self.value(value)
+        finally:
+            self.steps.pop()
+
+    def value(self, value: Any) -> ObjectId:
+        """The id of ``value``, emitting every object it is made of."""
+        t = type(value)
+        fn = EXACT.get(t)
+        if fn is not None and t not in _CONTAINERS and t not in registry.USER_TYPES:
+            return fn(self, value)
+        ref = ref_of(value)
+        if ref is not None:
+            return ref
+        key = id(value)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit[1]
+        if key in self._active:
+            raise self.fail(value, "it contains itself (a reference cycle)")
+        self._active.add(key)
+        try:
+            if fn is not None and t not in registry.USER_TYPES:
+                oid = fn(self, value)
+            else:
+                oid = self._find(value)
+        finally:
+            self._active.discard(key)
+        self._memo[key] = (value, oid)
+        return oid
+
+    def _find(self, value: Any) -> ObjectId:
+        for finder in FINDERS:
+            oid = finder(self, value)
+            if oid is not None:
+                return oid
+        raise self.fail(value, "no codec accepts it")  # the pickle fallback is last; unreachable
+
+
+_CONTAINERS: set[type] = set()  # exact types that need cycle detection and memoizing
+
+
+def _utf8_len(s: str) -> int:
+    try:
+        return len(s.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates cannot be inlined as msgpack str
+        return INLINE_MAX + 1
+
+
+def type_name(cls: type) -> str:
+    """A readable name for a type: ``int``, ``numpy.ndarray``, ``mymod.Model``."""
+    mod = cls.__module__
+    return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
+
+
+# -- sinks -------------------------------------------------------------------------
+
+
+def _discard(pairs: Pairs) -> None:
+    pass
+
+
+class _StoreSink:
+    """Batches objects into ``store.put_many`` calls, children before parents."""
+
+    def __init__(self, store):
+        self.store = store
+        self.pending: dict[ObjectId, Object] = {}
+        self.nbytes = 0
+
+    def __call__(self, pairs: Pairs) -> None:
+        for oid, obj in pairs:
+            if oid not in self.pending:
+                self.pending[oid] = obj
+                data = getattr(obj, "data", None)
+                if data is not None:
+                    self.nbytes += memoryview(data).nbytes
+        if self.nbytes >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_many(list(self.pending.items()))
+            self.pending.clear()
+            self.nbytes = 0
+
+
+def _load_codecs() -> None:
+    # Importing the codec modules registers them; done on first use so that
+    # ``import terra`` does not pay for it.
+    from . import codecs  # noqa: F401
+
+
+def hash_value(value: Any) -> ObjectId:
+    """The id ``value`` would be stored under, computed without storing anything.
+
+    Like ``git hash-object``: equal values give equal ids in every process.
+
+    Args:
+        value: any value terra can store.
+
+    Returns:
+        The value's ObjectId (``str(oid)`` is its hex form).
+
+    Raises:
+        SerializationError: part of the value cannot be stored; the message names where.
+        PickleRefused: the value needs pickle and ``allow_pickle`` is off.
+    """
+    _load_codecs()
+    return Encoder(_discard).value(value)
+
+
+def store_value(store, value: Any) -> ObjectId:
+    """Encode ``value`` and put every object it is made of into ``store``.
+
+    Args:
+        store: a :class:`terra.store.Store`.
+        value: any value terra can store.
+
+    Returns:
+        The value's id (equal to :func:`hash_value` of it).
+
+    Raises:
+        SerializationError: part of the value cannot be stored; the message names where.
+        PickleRefused: the value needs pickle and ``allow_pickle`` is off.
+    """
+    _load_codecs()
+    sink = _StoreSink(store)
+    oid = Encoder(sink).value(value)
+    sink.flush()
+    return oid
+
+
+def register_exact(types: Iterable[type], fn, container: bool = False) -> None:
+    """Use ``fn(encoder, value)`` for values whose type is exactly one of ``types``."""
+    for t in types:
+        EXACT[t] = fn
+        if container:
+            _CONTAINERS.add(t)
+
+
+def loaded(name: str):
+    """The module ``name`` if the program has imported it, else None (never imports)."""
+    return sys.modules.get(name)

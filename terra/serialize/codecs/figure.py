@@ -1,0 +1,104 @@
+"""matplotlib figures: a pickle (for a usable figure on load) plus PNG bytes.
+
+``Tree("figure", (pickle_id | None, png_id), {"type", "size", "dpi"})``. With
+``allow_pickle`` off only the PNG is stored, and loading any figure then
+gives a new figure showing that image: still a usable figure, without
+unpickling anything. Figure ids are only as deterministic as matplotlib's
+pickles and PNG output for the same drawing.
+"""
+
+from __future__ import annotations
+
+import io
+
+from ...config import get_config
+from ...errors import SerializationError
+from ...objects import Blob, Chunked, ObjectId, Tree
+from .. import registry
+from .._encode import FINDERS, Encoder, loaded, type_name
+from .pickle import pickle_value, unpickle
+
+__all__ = ["figure_png"]
+
+
+def _find(enc: Encoder, v) -> ObjectId | None:
+    mfig = loaded("matplotlib.figure")
+    if mfig is None or not isinstance(v, mfig.Figure):
+        return None
+    buf = io.BytesIO()
+    v.savefig(buf, format="png")
+    png = enc.payload("png", {"type": "image/png"}, buf.getbuffer())
+    pickled = pickle_value(enc, v, warn=False, check=False) if get_config().allow_pickle else None
+    w, h = (float(x) for x in v.get_size_inches())
+    meta = {"type": type_name(type(v)), "size": [w, h], "dpi": float(v.dpi)}
+    return enc.emit(Tree("figure", (pickled, png), meta))
+
+
+def _decode(dec, tree):
+    pickled, png = tree.entries
+    if pickled is not None and get_config().allow_pickle:
+        fig = dec.load(pickled)
+        _attach_canvas(fig)
+        return fig
+    return _figure_from_png(dec.payload(png).tobytes(), tree.meta)
+
+
+def _attach_canvas(fig) -> None:
+    # An unpickled figure has no manager; with pyplot loaded, adopt it so plt.show() works.
+    plt = loaded("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        mgr = plt.new_figure_manager(num=None)
+        mgr.canvas.figure = fig
+        fig.set_canvas(mgr.canvas)
+    except Exception:  # noqa: BLE001 - headless backends etc.: the figure still works
+        pass
+
+
+def _figure_from_png(png: bytes, meta: dict):
+    import matplotlib.image as mimage
+    from matplotlib.figure import Figure
+
+    img = mimage.imread(io.BytesIO(png), format="png")
+    size = meta.get("size") or [img.shape[1] / 100, img.shape[0] / 100]
+    fig = Figure(figsize=size, dpi=meta.get("dpi", 100))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(img)
+    ax.set_axis_off()
+    return fig
+
+
+def figure_png(store, oid) -> bytes:
+    """The PNG bytes of a stored matplotlib figure.
+
+    Args:
+        store: a :class:`terra.store.Store`.
+        oid: the figure's id.
+
+    Returns:
+        The PNG file contents.
+
+    Raises:
+        SerializationError: ``oid`` is not a stored figure.
+    """
+    from .._decode import _oid
+
+    oid = _oid(store, oid)
+    obj = store.get(oid)
+    if isinstance(obj, Tree) and obj.type == "figure":
+        return store.read_payload(obj.entries[1])[1].tobytes()
+    if isinstance(obj, (Blob, Chunked)) and obj.codec == "png":
+        return store.read_payload(oid)[1].tobytes()
+    raise SerializationError(f"object {oid.hex()} is not a stored figure")
+
+
+def _summary(store, tree) -> dict:
+    return {"type": tree.meta.get("type", "matplotlib.figure.Figure"), "size": tree.meta.get("size"),
+            "dpi": tree.meta.get("dpi")}
+
+
+FINDERS.append(_find)
+registry.TREE_DECODERS["figure"] = _decode
+registry.SUMMARIZERS["tree:figure"] = _summary
+registry.BLOB_DECODERS["png"] = lambda dec, blob, payload: payload.tobytes()

@@ -1,0 +1,32 @@
+"""Shared fixtures: kept small and generic; suites add their own next to their tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# Subprocess tests run helper code that imports terra from this checkout.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator, so failures reproduce."""
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for a child ``python`` that imports terra from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    """The interpreter running the tests, for subprocesses."""
+    return sys.executable
