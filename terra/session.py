@@ -29,6 +29,15 @@ def store_at(path: str) -> Store:
     return s
 
 
+_last: tuple = (None, None)
+
+
 def current_store() -> Store:
     """The store of the current configuration (``terra.configure(storage_dir=...)``)."""
-    return store_at(get_config().store_path)
+    global _last
+    cfg = get_config()
+    if _last[0] is cfg:  # the hot path of every cache hit: no path arithmetic
+        return _last[1]
+    store = store_at(cfg.store_path)
+    _last = (cfg, store)
+    return store

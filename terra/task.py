@@ -296,8 +296,8 @@ _NAN = float("nan")
 
 
 def _execute(t: Task, args, kwargs, force: bool):
-    store = current_store()
     cfg = get_config()
+    store = current_store()
     bound = t._bind(args, dict(kwargs))
     dumped = {k: v for k, v in bound.items() if k not in t.no_dump}
     try:

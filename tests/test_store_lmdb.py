@@ -184,12 +184,23 @@ def test_child_after_fork_uses_the_store(tmp_path, inside_snapshot):
         store.update_refs(lambda txn: txn.put(b"child", b"1"))
         assert store.backend._env().pid == os.getpid()
 
+    env = store.backend._env().env
+
+    def my_slots():
+        return [line.split() for line in env.readers().splitlines()[1:] if line.split()[0] == str(os.getpid())]
+
     if inside_snapshot:
         with store.backend.reading() as r:
+            before = my_slots()
+            assert any(txnid != "-" for _, _, txnid in before)
             status = _fork(child)
-            assert r.get(a) is not None  # the parent's snapshot is still good
+            # The child left the parent's reader slots (and so its snapshot) alone.
+            assert my_slots() == before
+            assert r.get(a) is not None
     else:
+        before = my_slots()
         status = _fork(child)
+        assert my_slots() == before
     assert status == 0
     # The parent is unaffected and sees what the child wrote.
     assert store.get(object_id(child_obj)).data == b"written by the child"
@@ -288,7 +299,14 @@ def test_readonly_store(tmp_path):
     with pytest.raises(TerraError):
         ro.update_refs(lambda txn: txn.put(b"k", b"v"))
     assert _file_digest(path) == before
-    ro.backend.close()
+    # A writable handle in the same process replaces the read-only environment
+    # (LMDB allows one per file per process); the read-only handle keeps reading.
+    rw = open_store(path)
+    rw.put(Blob("raw", {}, b"written"))
+    assert ro.get(oid).data == b"hello" and len(list(ro.iter_ids())) == 2
+    with pytest.raises(StoreError, match="read-only"):
+        ro.put(Blob("raw", {}, b"still refused"))
+    rw.backend.close()
 
 
 def test_handles_share_one_environment_and_reopen_after_close(tmp_path):

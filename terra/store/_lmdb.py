@@ -87,7 +87,7 @@ def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
 class _Env:
     """The one LMDB environment of a store in this process."""
 
-    def __init__(self, path: str, map_size: int, readonly: bool):
+    def __init__(self, path: str, map_size: int, readonly: bool, inherited: bool = False):
         self.path = path
         self.pid = os.getpid()
         self.lock = threading.RLock()
@@ -98,8 +98,8 @@ class _Env:
         self.open_readers = 0
         self._scratch = None
         try:
-            self.env = lmdb.open(
-                path, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
+            self.env = _open_lmdb(
+                path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
                 sync=True, metasync=True, lock=True, max_readers=254,
                 create=not readonly,
             )
@@ -141,7 +141,9 @@ class _Env:
 _ENVS: dict[str, _Env] = {}
 _ENVS_LOCK = threading.Lock()
 # Environments inherited across fork(): kept referenced so they are never
-# closed in the child.
+# closed in the child. They still hold the parent's reader slots (py-lmdb
+# keeps a spare read transaction in one): closing them here would free those
+# slots under the parent's feet.
 _ABANDONED: list[_Env] = []
 
 
@@ -152,13 +154,37 @@ def _shared_env(path: str, map_size: int, readonly: bool) -> _Env:
             _ABANDONED.append(env)
             env = None
         if env is not None and env.readonly and not readonly:
-            # Reopen writable. The read-only environment stays open (closing
-            # any handle of the lock file would drop this process's locks).
-            _ABANDONED.append(env)
+            # Reopen writable: LMDB allows one environment per file per
+            # process, so the read-only one is closed (handles using it
+            # reopen transparently; its lock is held while a read runs).
+            with env.lock:
+                env.closed = True
+                env.env.close()
             env = None
         if env is None:
-            env = _ENVS[path] = _Env(path, map_size, readonly)
+            inherited = any(a.path == path and a.pid != os.getpid() for a in _ABANDONED)
+            env = _ENVS[path] = _Env(path, map_size, readonly, inherited)
         return env
+
+
+def _open_lmdb(path: str, inherited: bool, **kw) -> lmdb.Environment:
+    if not inherited:
+        return lmdb.open(path, **kw)
+    # After fork() py-lmdb still counts the parent's environment as open in
+    # this process and refuses a second one. That environment is the
+    # parent's: its fcntl locks did not come along and it must never be
+    # closed here, so opening the child's own is what LMDB requires. Step
+    # past py-lmdb's guard for this one call (we hold _ENVS_LOCK).
+    try:
+        from lmdb import _envid
+    except ImportError:  # older py-lmdb: no guard
+        return lmdb.open(path, **kw)
+    keys = _envid.env_keys
+    _envid.env_keys = lambda p, subdir: (("terra-after-fork", os.getpid(), os.path.realpath(p)),)
+    try:
+        return lmdb.open(path, **kw)
+    finally:
+        _envid.env_keys = keys
 
 
 def _reset_after_fork() -> None:
@@ -345,6 +371,8 @@ class LMDBBackend(Backend):
 
     def _write(self, fn, need: int = 0):
         """Run ``fn(env, txn)`` in a write transaction, growing the map as needed."""
+        if self._readonly:
+            raise StoreError(f"store {self.path} is open read-only")
         while True:
             with self._locked() as e:
                 size = e.env.info()["map_size"]
@@ -488,8 +516,6 @@ class LMDBBackend(Backend):
             e = _ENVS.get(self.path)
             if e is None or e.pid != os.getpid():
                 return  # never close an environment inherited across fork()
-            if any(a.path == e.path and a.pid == e.pid for a in _ABANDONED):
-                return  # another environment of ours holds the same lock file
             del _ENVS[self.path]
         with e.lock:
             e.closed = True
