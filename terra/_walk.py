@@ -8,18 +8,29 @@ lineage labels walk the object graph through these helpers.
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
-from .objects import Object, ObjectId, decode, references
+from .objects import Blob, Chunk, Object, ObjectId, decode, references
 from .store import Store, _framing
 
 __all__ = ["children", "is_leaf", "read_structure"]
 
 
+_local = threading.local()
+
+# Compressed objects up to this size are decompressed whole rather than peeked at.
+_PEEK_OVER = 4096
+
+
 def _head(view: memoryview) -> bytes:
     if view[0] == _framing.RAW:
         return bytes(view[1:9])
-    with zstandard.ZstdDecompressor().stream_reader(view[1:]) as r:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    with dctx.stream_reader(view[1:]) as r:
         return r.read(8)
 
 
@@ -43,9 +54,10 @@ def children(oid: bytes, raw) -> list[ObjectId]:
     if not view.nbytes:
         return []
     try:
-        if is_leaf(view):
+        if (view[0] == _framing.RAW or view.nbytes > _PEEK_OVER) and is_leaf(view):
             return []
-        return list(references(decode(_framing.unframe(bytes(oid), view))))
+        obj = decode(_framing.unframe(bytes(oid), view))
+        return [] if isinstance(obj, (Blob, Chunk)) else list(references(obj))
     except Exception:  # noqa: BLE001 - corrupt objects are fsck's business
         return []
 

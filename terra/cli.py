@@ -237,7 +237,7 @@ def show_cmd(run, as_json):
     if as_json:
         _print_json(_clean(meta))
         return
-    skip = {"code", "versions", "git", "error", "cache_key", "fingerprint", "run_id"}
+    skip = {"code", "versions", "git", "error", "cache_key", "fingerprint", "run_id", "holds", "expires"}
     rows = [("run", rid)]
     for k in ("task", "identity", "status", "start_time", "end_time", "host", "user", "pid"):
         if meta.get(k) is not None:

@@ -6,7 +6,8 @@ object neither reachable nor younger than the grace period).
 
 Roots are the records of every run in the ``run/`` index (finished runs,
 tagged runs and runs cut short alike), the outputs named by cache entries,
-and whatever a run in progress lists under ``holds`` in its ref. Objects
+and the artifacts a run in progress was given, which ``task._begin`` lists
+under ``holds`` in its ref when it takes the run id and the lease. Objects
 written in the last ``grace_period`` seconds are roots too, with everything
 they refer to: a writer stores its objects first and its record last, so an
 object whose record is not committed yet is recent, and re-storing an

@@ -104,12 +104,16 @@ def provenance(ref, downstream: bool = False, store: Store | None = None) -> "Li
         artifact = ObjectId(value)
         with store.refs() as txn:
             raw = txn.get(b"produced/" + bytes(artifact))
+        hint = getattr(ref, "run_id", None)  # an Artifact knows the run it came from
+        if raw is None and isinstance(hint, int):
+            with store.refs() as txn:
+                raw = R.rid8(hint) if txn.get(R.k_run(hint)) is not None else None
         if raw is None:  # an input given directly, not produced by any recorded run
             return Lineage(store, {}, [], None, artifact.hex(), downstream)
         focus = int.from_bytes(raw, "big")
     else:
         focus = int(value)
-    edges: set[Edge] = set()
+    edges: set[tuple[int, int, bytes]] = set()  # plain tuples: hashing and sorting dataclasses is slow
     seen = {focus}
     with store.refs() as txn:
         if downstream:
@@ -118,7 +122,7 @@ def provenance(ref, downstream: bool = False, store: Store | None = None) -> "Li
                 for k, _ in txn.scan(b"edge/p/" + R.rid8(focus)):
                     if k[23:] == artifact:
                         c = int.from_bytes(k[15:23], "big")
-                        edges.add(Edge(focus, c, artifact.hex()))
+                        edges.add((focus, c, bytes(artifact)))
                         if c not in seen:
                             seen.add(c)
                             frontier.append(c)
@@ -128,16 +132,16 @@ def provenance(ref, downstream: bool = False, store: Store | None = None) -> "Li
         else:
             _walk(txn, [focus], seen, edges, b"edge/c/", downstream=False)
         nodes = {rid: _node(txn, rid) for rid in seen}
-    return Lineage(store, nodes, sorted(edges), focus, artifact.hex() if artifact else None, downstream)
+    return Lineage(store, nodes, [Edge(p, c, a.hex()) for p, c, a in sorted(edges)], focus,
+                   artifact.hex() if artifact else None, downstream)
 
 
-def _walk(txn, frontier: list[int], seen: set[int], edges: set[Edge], prefix: bytes, downstream: bool) -> None:
+def _walk(txn, frontier: list[int], seen: set[int], edges: set, prefix: bytes, downstream: bool) -> None:
     while frontier:
         rid = frontier.pop()
         for k, _ in txn.scan(prefix + R.rid8(rid)):
             other = int.from_bytes(k[15:23], "big")
-            art = k[23:].hex()
-            edges.add(Edge(rid, other, art) if downstream else Edge(other, rid, art))
+            edges.add((rid, other, k[23:]) if downstream else (other, rid, k[23:]))
             if other not in seen:
                 seen.add(other)
                 frontier.append(other)
@@ -175,6 +179,16 @@ class Lineage:
         self.artifact = artifact
         self.downstream = downstream
         self._names: dict[tuple[int, str], str] | None = None
+        # Adjacency built once, so renderings stay linear in the size of the DAG.
+        self._up: dict[int, list[int]] = {}
+        self._down: dict[int, list[int]] = {}
+        self._by_pair: dict[tuple[int, int], list[Edge]] = {}
+        for e in edges:
+            pair = self._by_pair.setdefault((e.producer, e.consumer), [])
+            if not pair:
+                self._up.setdefault(e.consumer, []).append(e.producer)
+                self._down.setdefault(e.producer, []).append(e.consumer)
+            pair.append(e)
 
     # -- structure --------------------------------------------------------------
 
@@ -192,11 +206,11 @@ class Lineage:
 
     def parents(self, run_id: int) -> list[int]:
         """Runs whose outputs ``run_id`` consumed (within this DAG)."""
-        return sorted({e.producer for e in self.edges if e.consumer == run_id})
+        return sorted(self._up.get(run_id, ()))
 
     def children(self, run_id: int) -> list[int]:
         """Runs that consumed outputs of ``run_id`` (within this DAG)."""
-        return sorted({e.consumer for e in self.edges if e.producer == run_id})
+        return sorted(self._down.get(run_id, ()))
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -262,11 +276,11 @@ class Lineage:
         return names
 
     def _label(self, producer: int, consumer: int) -> str:
-        arts = [e for e in self.edges if e.producer == producer and e.consumer == consumer]
+        arts = self._by_pair.get((producer, consumer), [])
         return ", ".join(self.input_name(e) or e.artifact[:8] for e in arts)
 
     def _pairs(self) -> list[tuple[int, int]]:
-        return sorted({(e.producer, e.consumer) for e in self.edges})
+        return sorted(self._by_pair)
 
     def _title(self, n: RunNode) -> str:
         return f"{n.task or '?'} (run {n.run_id})"

@@ -24,7 +24,7 @@ def _timestamp(t) -> float | None:
     if isinstance(t, (int, float)):
         return float(t)
     if isinstance(t, str):
-        t = pd.Timestamp(t)
+        t = pd.Timestamp(t).to_pydatetime()  # a pandas Timestamp cannot astimezone() with no argument
     if isinstance(t, _dt.datetime):
         if t.tzinfo is None:
             t = t.astimezone()

@@ -285,8 +285,27 @@ class _Info:
     produced: list[bytes]
 
 
+def _scan(txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """``txn.scan(prefix)`` as a list, in read and write transactions alike."""
+    try:
+        return list(txn.scan(prefix))
+    except AttributeError:
+        # LMDBBackend's write transactions yield memoryview keys, which its
+        # scan() cannot compare with startswith; read its cursor directly.
+        # TODO: drop once _RefTxn.scan converts keys (reported to the store owner).
+        cur = txn.txn.cursor(db=txn.db)
+        out = []
+        if cur.set_range(prefix):
+            for k, v in cur:
+                k = bytes(k)
+                if not k.startswith(prefix):
+                    break
+                out.append((k, bytes(v)))
+        return out
+
+
 def _consumers(txn, rid: int) -> set[int]:
-    return {int.from_bytes(k[15:23], "big") for k, _ in txn.scan(b"edge/p/" + R.rid8(rid))}
+    return {int.from_bytes(k[15:23], "big") for k, _ in _scan(txn, b"edge/p/" + R.rid8(rid))}
 
 
 def _closure(store: Store, ids: set[int]) -> set[int]:
@@ -358,14 +377,16 @@ def rm(run_ids, force: bool = False, cascade: bool = False, dry_run: bool = Fals
         for info in infos.values():
             if R._live_status(info.ref, info.ref) == "running":
                 raise RemovalRefused(f"run {info.run_id} ({info.ref.get('task')}) is still running")
+        counter, pending = _in_progress(store)
         try:
-            result = store.update_refs(lambda txn: _remove(txn, infos, wanted, force, cascade, dry_run))
+            result = store.update_refs(lambda txn: _remove(txn, infos, wanted, force, cascade, dry_run,
+                                                           counter, pending))
         except _Changed:  # a new consumer committed meanwhile: recompute the cascade
             continue
         break
     else:
         raise TerraError("runs kept being added downstream while removing; try again")
-    if not dry_run:
+    if not dry_run and getattr(store, "root", None):  # stores opened by path have run dirs
         for rid in result.removed:
             shutil.rmtree(R.run_dir_path(store, rid), ignore_errors=True)
     return result
@@ -375,8 +396,38 @@ class _Changed(Exception):
     pass
 
 
+def _in_progress(store: Store) -> tuple[int, list[int]]:
+    """The run counter and the runs in progress, from one snapshot (runs begun later have larger ids)."""
+    running = R.status_byte("running")
+    with store.refs() as txn:
+        raw = txn.get(R.K_COUNTER)
+        pending = [int.from_bytes(k[-8:], "big") for k, v in txn.scan(b"task/") if v == running]
+    return (int.from_bytes(raw, "big") if raw else 0), pending
+
+
+def _holders(txn, infos: dict[int, _Info], counter: int, pending: list[int]) -> dict[int, set[int]]:
+    """Runs in progress whose inputs include outputs of the runs being removed: ``{removed: {holders}}``."""
+    produced = {oid: rid for rid, info in infos.items() for oid in info.produced}
+    if not produced:
+        return {}
+    raw = txn.get(R.K_COUNTER)
+    now = int.from_bytes(raw, "big") if raw else 0
+    out: dict[int, set[int]] = {}
+    for r in [*pending, *range(counter + 1, now + 1)]:
+        v = None if r in infos else txn.get(R.k_run(r))
+        if v is None:
+            continue
+        ref = R.unpack(v)
+        if ref.get("record") or R._live_status(ref, ref) != "running":
+            continue
+        for h in ref.get("holds") or ():
+            if bytes(h) in produced:
+                out.setdefault(produced[bytes(h)], set()).add(r)
+    return out
+
+
 def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade: bool,
-            dry_run: bool) -> RmResult:
+            dry_run: bool, counter: int, pending: list[int]) -> RmResult:
     ids = set(infos)
     res = RmResult(removed=sorted(ids), cascaded=sorted(ids - wanted), dry_run=dry_run)
     outside: dict[int, list[int]] = {}
@@ -386,7 +437,15 @@ def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade
         for c in _consumers(txn, rid):
             if c not in ids:
                 outside.setdefault(rid, []).append(c)
-    if outside and cascade:
+    # Runs in progress have no edges yet; their refs list the artifacts they hold.
+    holders = _holders(txn, infos, counter, pending)
+    if holders and cascade and not force:
+        shown = "; ".join(f"run {rid}'s output is an input of run {', '.join(map(str, sorted(h)))}, still running"
+                          for rid, h in sorted(holders.items()))
+        raise RemovalRefused(f"{shown}: wait for it to finish")
+    for rid, hs in holders.items():
+        outside.setdefault(rid, []).extend(h for h in hs if h not in outside.get(rid, []))
+    if outside and cascade and not holders:
         raise _Changed()
     if outside and not force:
         names = {c: _task_name(txn, c) for cs in outside.values() for c in cs}
@@ -394,7 +453,7 @@ def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade
                  for rid, cs in sorted(outside.items())]
         raise RunInUse("; ".join(parts) + ": use force to remove it anyway, or cascade to remove those too",
                        {rid: sorted(cs) for rid, cs in outside.items()})
-    pinned = {k[4:].decode(): int.from_bytes(v, "big") for k, v in txn.scan(b"tag/")}
+    pinned = {k[4:].decode(): int.from_bytes(v, "big") for k, v in _scan(txn, b"tag/")}
     pinned = {name: rid for name, rid in pinned.items() if rid in ids}
     if pinned and not force:
         shown = ", ".join(f"run {rid} is tagged {name!r}" for name, rid in sorted(pinned.items()))
@@ -407,7 +466,7 @@ def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade
         return res
     for name in pinned:
         txn.delete(_k_tag(name))
-    leases = [k for k, v in txn.scan(b"lease/") if R.unpack(v).get("run_id") in ids]
+    leases = [k for k, v in _scan(txn, b"lease/") if R.unpack(v).get("run_id") in ids]
     for k in leases:
         txn.delete(k)
     for rid, info in infos.items():
@@ -424,11 +483,11 @@ def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade
             if txn.get(b"produced/" + oid) == r8:
                 txn.delete(b"produced/" + oid)
         # Both copies of every edge touching the run (inputs and consumers).
-        for k, _ in list(txn.scan(b"edge/c/" + r8)):
+        for k, _ in _scan(txn, b"edge/c/" + r8):
             producer, art = k[15:23], k[23:]
             txn.delete(k)
             txn.delete(b"edge/p/" + producer + r8 + art)
-        for k, _ in list(txn.scan(b"edge/p/" + r8)):
+        for k, _ in _scan(txn, b"edge/p/" + r8):
             consumer, art = k[15:23], k[23:]
             txn.delete(k)
             txn.delete(b"edge/c/" + consumer + r8 + art)

@@ -310,8 +310,11 @@ def _execute(t: Task, args, kwargs, force: bool):
         hit = _lookup(store, key)
         if hit is not None:
             return _hit(t, store, hit, cfg)
+    held: list[Artifact] = []
+    _artifacts(list(dumped.values()), held)
+    holds = sorted({bytes(a.__terra_ref__) for a in held})
     while True:
-        state, value = store.update_refs(lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds))
+        state, value = store.update_refs(lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, holds))
         if state == "hit":
             return _hit(t, store, _decode_hit(value), cfg)
         if state == "run":
@@ -335,8 +338,12 @@ def _hit(t: Task, store: Store, hit, cfg):
     return run_id, R.output_view(store, entry, run_id)
 
 
-def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float):
-    """Inside one write transaction: a hit, a lease to wait on, or a new run id."""
+def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float, holds=()):
+    """Inside one write transaction: a hit, a lease to wait on, or a new run id.
+
+    ``holds`` (ids of the Artifacts passed in) go into the running run's ref,
+    so gc keeps them until the record that refers to them is committed.
+    """
     now = time.time()
     if use_cache:
         raw = txn.get(R.k_cache(key))
@@ -352,6 +359,8 @@ def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float):
     txn.put(R.K_COUNTER, R.rid8(run_id))
     ref = {"status": "running", "task": t.name, "identity": t.identity, "start_time": now,
            "pid": os.getpid(), "host": R.HOST, "expires": now + lease_seconds, "record": None}
+    if holds:
+        ref["holds"] = list(holds)
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte("running"))
     if t.cache:

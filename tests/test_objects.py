@@ -369,6 +369,43 @@ def test_canonical_pack_properties(v):
     assert object_id(decode(_encoding(t))) == object_id(t)
 
 
+def _reference_pack(v) -> bytes:
+    """The canonical encoding written the slow, obvious way: the spec the fast packer must match."""
+    t = type(v)
+    if t is dict:
+        items = sorted((_reference_pack(k), _reference_pack(x)) for k, x in v.items())
+        n = len(items)
+        head = bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+        return head + b"".join(k + x for k, x in items)
+    if t in (list, tuple):
+        n = len(v)
+        head = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+        return head + b"".join(_reference_pack(x) for x in v)
+    if t is float:
+        return b"\xcb" + (bytes.fromhex("7ff8000000000000") if math.isnan(v) else struct.pack(">d", v))
+    if t is ObjectId:
+        return msgpack.packb(msgpack.ExtType(0, bytes(v)))
+    if t is int and not -(2**63) <= v < 2**64:
+        n = (v.bit_length() + 8) // 8
+        return msgpack.packb(msgpack.ExtType(1, v.to_bytes(n, "big", signed=True)))
+    return msgpack.packb(v, use_bin_type=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_canonical_pack_matches_reference(v):
+    assert canonical_pack(v) == _reference_pack(v)
+
+
+def test_reference_pack_matches_goldens():
+    for name in ("blob", "run"):
+        obj = GOLDEN_OBJECTS[name]()
+        header, payload = encode(obj)
+        fields = [obj.kind, *obj._fields()]
+        ref = bytes([0x90 | (len(fields) + (payload is not None))]) + b"".join(_reference_pack(f) for f in fields)
+        assert header.startswith(ref)
+
+
 def _ext_hook(code, data):
     if code == 0:
         return ObjectId(data)

@@ -320,6 +320,21 @@ def test_handles_share_one_environment_and_reopen_after_close(tmp_path):
     s2.backend.close()
 
 
+def test_close_inside_a_snapshot_refused(tmp_path):
+    store = open_store(str(tmp_path / "s"))
+    oid = store.put(Blob("raw", {}, b"x")).id
+    with store.backend.reading() as r:
+        with pytest.raises(StoreError, match="inside a read snapshot"):
+            store.backend.close()
+        assert bytes(r.get(oid))  # the snapshot's buffers are still valid
+    store.backend.close()
+    ro = open_store(str(tmp_path / "s"), readonly=True)
+    with ro.backend.reading():
+        with pytest.raises(StoreError, match="inside a read snapshot"):
+            open_store(str(tmp_path / "s"))
+    ro.backend.close()
+
+
 def test_store_is_durable_by_default(tmp_path):
     store = open_store(str(tmp_path / "s"))
     flags = store.backend._env().env.flags()

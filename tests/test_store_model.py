@@ -120,6 +120,8 @@ class MemoryStoreModel(StoreModel):
     backend_kind = "memory"
 
 
-_settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
-TestLMDBStoreModel = _settings(StoreModel).TestCase
-TestMemoryStoreModel = _settings(MemoryStoreModel).TestCase
+_settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestLMDBStoreModel = StoreModel.TestCase
+TestLMDBStoreModel.settings = _settings
+TestMemoryStoreModel = MemoryStoreModel.TestCase
+TestMemoryStoreModel.settings = _settings

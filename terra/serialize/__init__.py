@@ -18,12 +18,18 @@ class paths), ``_files`` (paths and ``__terra_write__`` objects), ``_user``
 (registered codecs), and ``codecs/`` with one module per family of types.
 Codec modules are imported on first use, and torch/matplotlib/pyarrow only
 when a value needs them.
+
+Every stored form is a Merkle tree of canonical objects, so a value's id is a
+function of the value alone (see each codec's docstring for its layout).
+pandas frames are stored in the Arrow columnar format with one object per
+Arrow buffer (not one IPC stream): numeric columns are then hashed in place,
+and unchanged columns are shared between versions of a frame.
 """
 
 from ._decode import load_value, summarize
 from ._encode import hash_value, store_value
 from ._files import restore_path, scratch_dir, set_scratch_dir, store_path
-from .registry import register_codec
+from .registry import PickleWarning, register_codec
 
 
 def figure_png(store, oid) -> bytes:
@@ -45,6 +51,7 @@ def figure_png(store, oid) -> bytes:
 
 
 __all__ = [
+    "PickleWarning",
     "figure_png",
     "hash_value",
     "load_value",

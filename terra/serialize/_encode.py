@@ -12,6 +12,7 @@ inlined as entries.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Callable, Iterable
 
@@ -61,7 +62,9 @@ class Encoder:
         # object is kept so its id() cannot be reused by a temporary.
         self._memo: dict[int, tuple[Any, ObjectId]] = {}
         self._active: set[int] = set()
-        self.steps: list[str] = []
+        # Steps from the top-level value down to the one being encoded: strings, or
+        # (kind, label) pairs formatted only when an error needs the path.
+        self.steps: list = []
 
     # -- emitting objects ----------------------------------------------------
 
@@ -82,7 +85,7 @@ class Encoder:
     @property
     def path(self) -> str:
         """Where the encoder is inside the top-level value, e.g. ``value["models"][3]``."""
-        return "value" + "".join(self.steps)
+        return "value" + "".join(map(format_step, self.steps))
 
     def fail(self, value: Any, why: str, cls=SerializationError) -> SerializationError:
         """An error naming the current path and the value's type."""
@@ -145,11 +148,40 @@ class Encoder:
 _CONTAINERS: set[type] = set()  # exact types that need cycle detection and memoizing
 
 
+def short_repr(x: Any) -> str:
+    """A value as shown in a path: strings in double quotes, long reprs cut."""
+    r = json.dumps(x) if type(x) is str else repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+_STEP_FORMATS = {"[]": "[{}]", "key": "<key {}>", "{}": "{{{}}}"}
+
+
+def format_step(step) -> str:
+    """One path step as text: ``["a"]``, ``[3]``, ``<key (1, 2)>``, ``{'x'}`` or ``.field``."""
+    if type(step) is str:
+        return step
+    kind, label = step
+    return _STEP_FORMATS[kind].format(short_repr(label))
+
+
 def _utf8_len(s: str) -> int:
     try:
         return len(s.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates cannot be inlined as msgpack str
         return INLINE_MAX + 1
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside terra (the user's line)."""
+    import os
+    import warnings
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def type_name(cls: type) -> str:

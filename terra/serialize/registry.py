@@ -18,11 +18,15 @@ from typing import Any, Callable
 
 from ..errors import SerializationError
 
-__all__ = ["UserCodec", "class_path", "import_class", "register_codec", "user_codec_for"]
+__all__ = ["PickleWarning", "UserCodec", "class_path", "import_class", "register_codec", "user_codec_for"]
 
 BLOB_DECODERS: dict[str, Callable] = {}
 TREE_DECODERS: dict[str, Callable] = {}
 SUMMARIZERS: dict[str, Callable] = {}
+
+
+class PickleWarning(UserWarning):
+    """A value was stored with pickle (may not load under other library versions)."""
 
 
 class UserCodec:

@@ -118,20 +118,34 @@ def decompress_into(key: bytes, z, out: np.ndarray | None = None) -> np.ndarray:
     """Decompress a zstd frame into ``out`` (allocated to the frame's size if None)."""
     try:
         size = zstandard.frame_content_size(z)
-        if out is None:
-            out = np.empty(size, dtype=np.uint8)
-        elif out.nbytes != size:
-            raise CorruptObject(f"object {key.hex()}: stored size does not match")
-        reader = _dctx().stream_reader(z)
-        got = 0
-        view = memoryview(out)
-        while got < size:
-            n = reader.readinto(view[got:])
-            if not n:
-                break
-            got += n
     except zstandard.ZstdError as e:
         raise CorruptObject(f"object {key.hex()}: cannot decompress: {e}") from e
-    if got != size:
-        raise CorruptObject(f"object {key.hex()}: truncated")
+    if size < 0:
+        raise CorruptObject(f"object {key.hex()}: zstd frame without a content size")
+    if out is None:
+        out = np.empty(size, dtype=np.uint8)
+    decompress_parts(key, z, [out])
     return out
+
+
+def decompress_parts(key: bytes, z, outs) -> None:
+    """Decompress a zstd frame into the writable buffers ``outs``, filled in order.
+
+    Raises:
+        CorruptObject: the frame is damaged or its size is not the buffers' total.
+    """
+    views = [memoryview(o).cast("B") if memoryview(o).ndim != 1 else memoryview(o) for o in outs]
+    total = sum(v.nbytes for v in views)
+    try:
+        if zstandard.frame_content_size(z) != total:
+            raise CorruptObject(f"object {key.hex()} is corrupt: stored size does not match")
+        reader = _dctx().stream_reader(z)
+        for view in views:
+            got = 0
+            while got < view.nbytes:
+                n = reader.readinto(view[got:])
+                if not n:
+                    raise CorruptObject(f"object {key.hex()} is corrupt: truncated")
+                got += n
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"object {key.hex()}: cannot decompress: {e}") from e

@@ -2,12 +2,14 @@
 
 * One environment per store per process, shared by every handle; a child
   after ``fork()`` opens its own and never closes the parent's (closing it
-  would release the parent's reader slots).
+  would free the parent's reader slots, py-lmdb's cached spare read
+  transaction included).
 * The map starts at the requested size and grows on ``MapFull``; growth is
   serialized across processes with a file lock, and other processes adopt the
   new size when LMDB tells them (``MapResized``).
 * ``set_mapsize`` is only legal with no transaction open in the process, so
-  every transaction of an environment runs under its process-local lock.
+  every transaction of an environment runs under its process-local lock, and
+  growing inside a read snapshot of the same thread is refused, not risked.
 * Stale reader slots of dead processes are cleared at open, durable commits
   are the default, and opening for writing on a network filesystem is refused.
 """
@@ -114,6 +116,7 @@ class _Env:
                 except lmdb.MapResizedError:  # another process grew the map since we opened
                     self.env.set_mapsize(0)
         except lmdb.Error as e:
+            self.env.close()
             raise StoreError(f"cannot open store {path}: {e}") from e
 
     def scratch(self, n: int):
@@ -148,23 +151,35 @@ _ABANDONED: list[_Env] = []
 
 
 def _shared_env(path: str, map_size: int, readonly: bool) -> _Env:
-    with _ENVS_LOCK:
-        env = _ENVS.get(path)
-        if env is not None and env.pid != os.getpid():
-            _ABANDONED.append(env)
-            env = None
-        if env is not None and env.readonly and not readonly:
-            # Reopen writable: LMDB allows one environment per file per
-            # process, so the read-only one is closed (handles using it
-            # reopen transparently; its lock is held while a read runs).
-            with env.lock:
+    # Lock order: an environment's lock before _ENVS_LOCK, never the reverse
+    # (a thread inside a read snapshot may open another handle).
+    while True:
+        with _ENVS_LOCK:
+            env = _ENVS.get(path)
+            if env is not None and env.pid != os.getpid():
+                _ABANDONED.append(env)
+                env = None
+            if env is None:
+                inherited = any(a.path == path and a.pid != os.getpid() for a in _ABANDONED)
+                env = _ENVS[path] = _Env(path, map_size, readonly, inherited)
+                return env
+            if not (env.readonly and not readonly):
+                return env
+        # Reopen writable: LMDB allows one environment per file per process,
+        # so the read-only one is closed; handles using it reopen transparently.
+        _close_env(env, "reopen it writable")
+
+
+def _close_env(env: _Env, why: str) -> None:
+    with env.lock:  # waits for reads and writes of other threads
+        if env.open_readers:  # this thread is inside a read: its buffers must stay valid
+            raise StoreError(f"store {env.path}: cannot {why} inside a read snapshot")
+        with _ENVS_LOCK:
+            if _ENVS.get(env.path) is env:
+                del _ENVS[env.path]
+            if not env.closed:
                 env.closed = True
                 env.env.close()
-            env = None
-        if env is None:
-            inherited = any(a.path == path and a.pid != os.getpid() for a in _ABANDONED)
-            env = _ENVS[path] = _Env(path, map_size, readonly, inherited)
-        return env
 
 
 def _open_lmdb(path: str, inherited: bool, **kw) -> lmdb.Environment:
@@ -511,12 +526,11 @@ class LMDBBackend(Backend):
 
         The environment is shared by every handle on the store in this
         process; any of them reopens it transparently when used again.
+
+        Raises:
+            StoreError: called inside a read snapshot of the store.
         """
         with _ENVS_LOCK:
             e = _ENVS.get(self.path)
-            if e is None or e.pid != os.getpid():
-                return  # never close an environment inherited across fork()
-            del _ENVS[self.path]
-        with e.lock:
-            e.closed = True
-            e.env.close()
+        if e is not None and e.pid == os.getpid():  # never close one inherited across fork()
+            _close_env(e, "close it")

@@ -291,22 +291,26 @@ def _own(enc: memoryview, data: memoryview) -> np.ndarray:
 
 
 def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
+    """Copy (or decompress) chunk ``cid`` straight into ``dest``, then verify what landed there."""
     raw = reader.get(cid)
     if raw is None:
         raise NotFound(f"chunk {cid.hex()} not found")
     view = memoryview(raw)
     header = chunk_header(dest.nbytes)
-    if view.nbytes and view[0] == _framing.RAW:
+    flag = view[0] if view.nbytes else None
+    if flag == _framing.RAW:
         body = view[1:]
-        if body.nbytes != len(header) + dest.nbytes or bytes(body[: len(header)]) != header:
+        if body.nbytes != len(header) + dest.nbytes or body[: len(header)] != header:
             raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
-        payload = body[len(header):]
-        if digest((header, payload)) != cid:
-            raise CorruptObject(f"object {cid.hex()} is corrupt: its bytes do not match its id")
-        dest[:] = np.frombuffer(payload, np.uint8)
-        return
-    enc = _framing.unframe(cid, view)
-    if enc.nbytes != len(header) + dest.nbytes or bytes(enc[: len(header)]) != header:
-        raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
-    _verify(cid, enc)
-    dest[:] = np.frombuffer(enc, np.uint8, offset=len(header))
+        dest[:] = np.frombuffer(body, np.uint8, offset=len(header))
+    elif flag == _framing.ZSTD:
+        head = bytearray(len(header))
+        _framing.decompress_parts(cid, view[1:], [head, dest])
+        if head != header:
+            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
+    else:
+        _framing.unframe(cid, view)  # raises: empty, or an unknown flag
+        raise CorruptObject(f"object {cid.hex()} is corrupt: unknown storage flag")
+    # Verify the bytes the caller gets, not the store's copy of them.
+    if digest((header, dest)) != cid:
+        raise CorruptObject(f"object {cid.hex()} is corrupt: its bytes do not match its id")

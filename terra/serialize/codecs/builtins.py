@@ -19,7 +19,6 @@ Layouts (part of the format; golden ids in the tests pin them):
 from __future__ import annotations
 
 import collections
-import json
 import dataclasses
 import datetime as dt
 import decimal
@@ -36,7 +35,7 @@ from ...errors import SerializationError
 from ...objects import Blob, ObjectId, Tree, canonical_pack
 from ...objects.model import EXT_BIGINT
 from .. import registry
-from .._encode import FINDERS, Encoder, register_exact, type_name
+from .._encode import FINDERS, Encoder, register_exact
 from .pickle import pickle_value
 
 __all__ = ["unpack"]
@@ -51,12 +50,6 @@ def _ext_hook(code: int, data: bytes):
 def unpack(buf) -> Any:
     """Decode canonical msgpack written by :func:`canonical_pack` (lists stay lists)."""
     return msgpack.unpackb(buf, raw=False, strict_map_key=False, ext_hook=_ext_hook)
-
-
-def _short(x: Any) -> str:
-    # Double quotes for strings, as in the error paths users see: value["models"][3].
-    r = json.dumps(x) if type(x) is str else repr(x)
-    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # -- primitives ------------------------------------------------------------------------
@@ -100,6 +93,20 @@ def _sum_str(blob) -> dict:
 # -- containers ------------------------------------------------------------------------
 
 
+_str_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _sort_key(e) -> bytes:
+    """``canonical_pack(e)``, with a fast path for str/bytes (msgpack's encoding is already canonical)."""
+    t = type(e)
+    if t is str or t is bytes:
+        try:
+            return _str_packer.pack(e)
+        except UnicodeEncodeError:
+            pass
+    return canonical_pack(e)
+
+
 def _sorted_unique(enc: Encoder, value, keyed: list[tuple[bytes, Any]]) -> tuple:
     keyed.sort(key=itemgetter(0))
     for a, b in zip(keyed, keyed[1:]):
@@ -111,8 +118,8 @@ def _sorted_unique(enc: Encoder, value, keyed: list[tuple[bytes, Any]]) -> tuple
 def _dict_entries(enc: Encoder, d) -> tuple:
     keyed = []
     for k, v in d.items():
-        ke = enc.entry(k, f"<key {_short(k)}>")
-        keyed.append((canonical_pack(ke), (ke, enc.entry(v, f"[{_short(k)}]"))))
+        ke = enc.entry(k, ("key", k))
+        keyed.append((_sort_key(ke), (ke, enc.entry(v, ("[]", k)))))
     return _sorted_unique(enc, d, keyed)
 
 
@@ -121,21 +128,21 @@ def _enc_dict(enc: Encoder, d: dict) -> ObjectId:
 
 
 def _enc_seq(enc: Encoder, v) -> ObjectId:
-    entries = tuple(enc.entry(x, f"[{i}]") for i, x in enumerate(v))
+    entries = tuple(enc.entry(x, ("[]", i)) for i, x in enumerate(v))
     return enc.emit(Tree(type(v).__name__, entries))
 
 
 def _enc_set(enc: Encoder, v) -> ObjectId:
     keyed = []
     for x in v:
-        e = enc.entry(x, f"{{{_short(x)}}}")
-        keyed.append((canonical_pack(e), e))
+        e = enc.entry(x, ("{}", x))
+        keyed.append((_sort_key(e), e))
     return enc.emit(Tree(type(v).__name__, _sorted_unique(enc, v, keyed)))
 
 
 def _enc_odict(enc: Encoder, d) -> ObjectId:
     # Order is part of an OrderedDict's equality, so it is part of its id.
-    entries = tuple((enc.entry(k, f"<key {_short(k)}>"), enc.entry(v, f"[{_short(k)}]")) for k, v in d.items())
+    entries = tuple((enc.entry(k, ("key", k)), enc.entry(v, ("[]", k))) for k, v in d.items())
     return enc.emit(Tree("OrderedDict", entries))
 
 

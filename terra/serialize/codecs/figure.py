@@ -16,7 +16,7 @@ from ...errors import SerializationError
 from ...objects import Blob, Chunked, ObjectId, Tree
 from .. import registry
 from .._encode import FINDERS, Encoder, loaded, type_name
-from .pickle import pickle_value, unpickle
+from .pickle import pickle_value
 
 __all__ = ["figure_png"]
 
@@ -37,23 +37,9 @@ def _find(enc: Encoder, v) -> ObjectId | None:
 def _decode(dec, tree):
     pickled, png = tree.entries
     if pickled is not None and get_config().allow_pickle:
-        fig = dec.load(pickled)
-        _attach_canvas(fig)
-        return fig
+        # Figure.__setstate__ gives it a canvas (and a pyplot manager if it had one).
+        return dec.load(pickled)
     return _figure_from_png(dec.payload(png).tobytes(), tree.meta)
-
-
-def _attach_canvas(fig) -> None:
-    # An unpickled figure has no manager; with pyplot loaded, adopt it so plt.show() works.
-    plt = loaded("matplotlib.pyplot")
-    if plt is None:
-        return
-    try:
-        mgr = plt.new_figure_manager(num=None)
-        mgr.canvas.figure = fig
-        fig.set_canvas(mgr.canvas)
-    except Exception:  # noqa: BLE001 - headless backends etc.: the figure still works
-        pass
 
 
 def _figure_from_png(png: bytes, meta: dict):

@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import json
 import threading
-import warnings
 
 import numpy as np
 
 from ...errors import SerializationError
 from ...objects import ObjectId, Tree
 from .. import registry
-from .._encode import FINDERS, Encoder, loaded
+from .._encode import FINDERS, Encoder, loaded, warn_user
 from .pickle import PickleWarning, pickle_value
 
 __all__ = ["canonical_array"]
@@ -91,9 +90,8 @@ def _warn_once(kind: str, why: str) -> None:
         if (kind, why) in _warned:
             return
         _warned.add((kind, why))
-    warnings.warn(f"terra stores this pandas.{kind} with pickle because {why}; its id may differ "
-                  f"between equal values and it may not load under other pandas versions",
-                  PickleWarning, stacklevel=5)
+    warn_user(f"terra stores this pandas.{kind} with pickle because {why}; its id may differ "
+              f"between equal values and it may not load under other pandas versions", PickleWarning)
 
 
 def _plain(x) -> bool:
@@ -149,10 +147,42 @@ def _same_structure(a, b, kind: str) -> bool:
             and list(a.dtypes) == list(b.dtypes))
 
 
-def _schema(df, kind: str, pd):
-    """The Arrow schema (canonical pandas metadata) and the Series/Index behind each field."""
+def _structure_key(df, kind: str):
+    """Everything Arrow's schema for ``df`` depends on (not the data), or None if unhashable."""
+    # Labels by type and repr: 1, 1.0 and True are equal keys but make different schemas.
+    def labels(xs):
+        return tuple((type(x), repr(x)) for x in xs)
+
+    def dtype_key(dt):
+        # Equal CategoricalDtypes may differ in the dtype of their categories.
+        cats = getattr(dt, "categories", None)
+        return (dt, str(cats.dtype) if cats is not None else None)
+
+    def index_key(idx):
+        dtypes = tuple(idx.dtypes) if hasattr(idx, "levels") else (idx.dtype,)
+        return (type(idx), tuple(map(dtype_key, dtypes)), labels(idx.names))
+
+    key = (kind, index_key(df.index), index_key(df.columns), labels(df.columns),
+           tuple(map(dtype_key, df.dtypes)))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+_schemas: dict = {}  # structure key -> (schema, pandas metadata); bounded below
+_SCHEMA_CACHE = 256
+
+
+def _empty_schema(df, kind: str, pd):
+    """Schema and pandas metadata of ``df``'s structure, checked to round-trip (memoized)."""
     import pyarrow as pa
 
+    key = _structure_key(df, kind)
+    hit = _schemas.get(key) if key is not None else None
+    if hit is not None:
+        return hit
     try:
         # A zero-row conversion gives the exact schema and metadata at no data cost.
         empty = pa.Table.from_pandas(df.iloc[:0], preserve_index=None)
@@ -163,6 +193,18 @@ def _schema(df, kind: str, pd):
     md = json.loads(empty.schema.metadata[b"pandas"])
     for k in _VOLATILE:
         md.pop(k, None)
+    out = (empty.schema, json.dumps(md))
+    if key is not None:
+        if len(_schemas) >= _SCHEMA_CACHE:
+            _schemas.clear()
+        _schemas[key] = out
+    return out
+
+
+def _schema(df, kind: str, pd):
+    """The Arrow schema (canonical pandas metadata) and the Series/Index behind each field."""
+    schema, md_text = _empty_schema(df, kind, pd)
+    md = json.loads(md_text)
     sources = [df.iloc[:, i] for i in range(df.shape[1])]
     level = 0
     for i, ic in enumerate(md["index_columns"]):
@@ -172,10 +214,10 @@ def _schema(df, kind: str, pd):
         else:
             sources.append(df.index.get_level_values(level) if df.index.nlevels > 1 else df.index)
         level += 1
-    if len(sources) != len(empty.schema):
+    if len(sources) != len(schema):
         raise _Unfaithful("its Arrow schema does not match its columns")
     meta = {b"pandas": json.dumps(md, sort_keys=True, separators=(",", ":")).encode()}
-    return empty.schema.with_metadata(meta), sources
+    return schema.with_metadata(meta), sources
 
 
 def _column(src, field, pd):
@@ -339,7 +381,7 @@ def _buffer(dec, oid):
     if oid is None:
         return None
     data = dec.payload(oid)
-    if data.ctypes.data % 64:
+    if data.ctypes.data % 8:
         data = data.copy()  # Arrow (and the numpy views to_pandas makes) want aligned memory
     return pa.py_buffer(data)
 

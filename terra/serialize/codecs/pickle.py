@@ -18,19 +18,18 @@ Safety checks, all cheap relative to pickling itself:
 
 from __future__ import annotations
 
-import json
 import pickle
 import threading
-import warnings
 from typing import Any
 
 import numpy as np
 
 from ...config import get_config
-from ...errors import PickleRefused, SerializationError
-from ...objects import Blob, ObjectId, Tree
+from ...errors import PickleRefused
+from ...objects import ObjectId, Tree
 from .. import registry
-from .._encode import FINDERS, Encoder, type_name
+from ..registry import PickleWarning
+from .._encode import Encoder, type_name, warn_user
 
 __all__ = ["fallback", "pickle_value", "unpickle"]
 
@@ -41,21 +40,16 @@ _warned: set[type] = set()
 _warn_lock = threading.Lock()
 
 
-class PickleWarning(UserWarning):
-    """A value was stored with pickle (may not load under other library versions)."""
-
-
 def _warn_once(cls: type) -> None:
     with _warn_lock:
         if cls in _warned:
             return
         _warned.add(cls)
-    warnings.warn(
+    warn_user(
         f"terra stores {type_name(cls)} with pickle: it may not load under other Python or "
         f"library versions, and equal values may hash differently; register a codec with "
         f"terra.register_codec or define __terra_write__/__terra_read__ to avoid this",
         PickleWarning,
-        stacklevel=4,
     )
 
 
@@ -116,9 +110,9 @@ def _culprit(value: Any, depth: int) -> list[tuple[str, Any]]:
     if depth == 0:
         return []
     if isinstance(value, dict):
-        items = [(f"[{_short(k)}]", v) for k, v in value.items()]
+        items = [(("[]", k), v) for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
-        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+        items = [(("[]", i), v) for i, v in enumerate(value)]
     else:
         state = getattr(value, "__dict__", None)
         items = [(f".{k}", v) for k, v in state.items()] if isinstance(state, dict) else []
@@ -128,11 +122,6 @@ def _culprit(value: Any, depth: int) -> list[tuple[str, Any]]:
         except Exception:  # noqa: BLE001
             return [(step, v)] + _culprit(v, depth - 1)
     return []
-
-
-def _short(x: Any) -> str:
-    r = json.dumps(x) if type(x) is str else repr(x)
-    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _check_round_trip(enc: Encoder, value: Any, data: bytes, raws: list) -> None:
