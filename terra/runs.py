@@ -307,8 +307,9 @@ def get_log(run_id: int, store: Store | None = None) -> str:
     log = rec.get("log")
     if log is None:
         return ""
-    _, data = store.read_payload(log)
-    return data.tobytes().decode("utf-8", "replace")
+    from .serialize import load_value
+
+    return load_value(store, log)
 
 
 def run_dir_path(store: Store, run_id: int) -> str:

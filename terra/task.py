@@ -39,6 +39,8 @@ from .store import Store
 __all__ = ["Task", "task"]
 
 _CALL_KEYWORDS = ("force", "return_run_id", "skip_terra_cache", "silence_task")
+_CALL_KEYWORD_SET = frozenset(_CALL_KEYWORDS)
+_NO_OPTS: dict = {}
 _RESERVED = ("run_dir", "run_id")
 
 
@@ -104,7 +106,9 @@ class Task:
     # -- calling ------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
+        opts = _NO_OPTS
+        if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
+            opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
         if opts.get("silence_task"):
             return self.fn(*_load_all(args, ()), **self._loaded_kwargs(kwargs))
         force = bool(opts.get("force") or opts.get("skip_terra_cache"))
@@ -301,7 +305,8 @@ def _execute(t: Task, args, kwargs, force: bool):
     bound = t._bind(args, dict(kwargs))
     dumped = {k: v for k, v in bound.items() if k not in t.no_dump}
     try:
-        key_entries = {k: _entry(v, True, store) for k, v in dumped.items() if k not in t.cache_ignored}
+        key_entries = {k: (v if R.is_inline(v) else _entry(v, True, store))
+                       for k, v in dumped.items() if k not in t.cache_ignored}
     except SerializationError as e:
         raise SerializationError(f"task {t.name}: cannot hash an argument: {e}") from None
     key = _cache_key(t, key_entries)
@@ -497,8 +502,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
                 exc.__cause__ = e
                 error = _error_info(exc)
         if capture.text:
-            fields["log"] = store.put_payload("text", {"encoding": "utf-8"}, capture.text.encode("utf-8",
-                                                                                                 "replace")).id
+            from .serialize import store_value
+
+            fields["log"] = store_value(store, capture.text)
         if run_dir is not None:
             from .serialize import store_path
 

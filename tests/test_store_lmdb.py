@@ -215,6 +215,12 @@ def test_child_after_fork_uses_the_store(tmp_path, inside_snapshot):
 
 # -- readers --------------------------------------------------------------------------------
 
+def _reader_pids(env) -> set[int]:
+    """Pids holding slots in the reader table (``env.readers()``: a header, then "pid thread txnid")."""
+    rows = [line.split() for line in env.readers().splitlines()[1:]]
+    return {int(r[0]) for r in rows if r and r[0].isdigit()}
+
+
 _READER = r"""
 import sys, time
 from terra.store import open_store
@@ -234,17 +240,17 @@ def test_stale_reader_slot_cleared_at_open(tmp_path, python, subprocess_env):
     try:
         assert p.stdout.readline().strip() == "ready"
         env = store.backend._env().env
-        assert str(p.pid) in env.readers()
+        assert p.pid in _reader_pids(env)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
-        assert str(p.pid) in env.readers()  # the dead reader still holds its slot
+        assert p.pid in _reader_pids(env)  # the dead reader still holds its slot
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     store.backend.close()
     store = open_store(path)  # reopening clears it
-    assert str(p.pid) not in store.backend._env().env.readers()
+    assert p.pid not in _reader_pids(store.backend._env().env)
     store.put(Blob("raw", {}, b"y"))
     store.backend.close()
 

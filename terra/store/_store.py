@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -35,16 +36,52 @@ FORMAT_VERSION = 1
 _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
+_WORKERS = max(2, min(4, os.cpu_count() or 1))
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
+
+
+def _run_all(fn, jobs: list[tuple]) -> None:
+    """Run ``fn(*job)`` for every job, on this thread and the pool's; return when all are done.
+
+    Workers take jobs from a shared counter, so a busy machine degrades to
+    serial work rather than waiting on a helper. Nothing runs after this
+    returns, not even after a failure (jobs read buffers of a snapshot that
+    closes next). Raises the first failure.
+    """
+    n = len(jobs)
+    if n <= 1:
+        for job in jobs:
+            fn(*job)
+        return
+    errors: list[BaseException] = []
+    counter = itertools.count()  # next() is atomic: each job is handed out once
+
+    def work():
+        for i in counter:
+            if i >= n or errors:
+                return
+            try:
+                fn(*jobs[i])
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+    pool = _threads()
+    futures = [pool.submit(work) for _ in range(min(_WORKERS - 1, n - 1))]
+    work()
+    for f in futures:
+        if not f.cancel():  # never started: nothing left for it
+            f.result()
+    if errors:
+        raise errors[0]
 
 
 def _threads() -> ThreadPoolExecutor:
     """A small pool for compressing and decompressing chunks (zstd and xxhash release the GIL)."""
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="terra-io")
+        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="terra-io")
         _pool_pid = os.getpid()
     return _pool
 
@@ -171,17 +208,7 @@ class Store:
             for i, cid in enumerate(obj.chunks):
                 off = i * CHUNK_SIZE
                 jobs.append((r, cid, out[off : min(off + CHUNK_SIZE, obj.size)]))
-            if len(jobs) > 1:
-                # Every job must finish before the snapshot closes: the
-                # buffers they read die with it (a failed job must not let
-                # the others run on).
-                futures = [_threads().submit(_read_chunk, *j) for j in jobs]
-                wait(futures)
-                for f in futures:
-                    f.result()
-            else:
-                for j in jobs:
-                    _read_chunk(*j)
+            _run_all(_read_chunk, jobs)
             return obj, out
 
     def has(self, oid: ObjectId | str) -> bool:
