@@ -22,7 +22,7 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import lmdb
 import numpy as np
