@@ -319,7 +319,8 @@ def _execute(t: Task, args, kwargs, force: bool):
     _artifacts(list(dumped.values()), held)
     holds = sorted({bytes(a.__terra_ref__) for a in held})
     while True:
-        state, value = store.update_refs(lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, holds))
+        state, value = store.update_refs(
+            lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, holds), durable=False)
         if state == "hit":
             return _hit(t, store, _decode_hit(value), cfg)
         if state == "run":
@@ -490,33 +491,40 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         status, exc = "failure", e
         error = _error_info(e)
     output = None
+    inputs_tree = Tree("inputs", ())
     try:
-        inputs_tree = _inputs_tree(store, dumped)
-        fields["inputs"] = object_id(inputs_tree)
-        if status == "success":
-            try:
-                output = _entry(result, False, store)
-            except SerializationError as e:
-                status = "failure"
-                exc = SerializationError(f"task {t.name} (run {run_id}): cannot store its output: {e}")
-                exc.__cause__ = e
-                error = _error_info(exc)
-        if capture.text:
-            from .serialize import store_value
+        # Objects written here need no sync of their own: the final commit covers them.
+        with store.deferred():
+            inputs_tree = _inputs_tree(store, dumped)
+            if status == "success":
+                try:
+                    output = _entry(result, False, store)
+                except SerializationError as e:
+                    status = "failure"
+                    exc = SerializationError(f"task {t.name} (run {run_id}): cannot store its output: {e}")
+                    exc.__cause__ = e
+                    error = _error_info(exc)
+            if capture.text:
+                from .serialize import store_value
 
-            fields["log"] = store_value(store, capture.text)
-        if run_dir is not None:
-            from .serialize import store_path
+                fields["log"] = store_value(store, capture.text)
+            if run_dir is not None:
+                from .serialize import store_path
 
-            fields["has_run_dir"] = True
-            if os.listdir(run_dir):
-                fields["run_dir_tree"] = store_path(store, run_dir)
+                fields["has_run_dir"] = True
+                if os.listdir(run_dir):
+                    fields["run_dir_tree"] = store_path(store, run_dir)
+    except BaseException as e:  # noqa: BLE001 - recorded as the run's failure, then raised
+        if exc is None or isinstance(exc, SerializationError):
+            status, exc, output = "failure", e, None
+            error = _error_info(e)
     finally:
         if t.cache:
             _leases.release(store, key, run_id)
+    fields["inputs"] = object_id(inputs_tree)
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
     record = Run(fields)
-    rec_id = store.put_many([inputs_tree, record])[-1].id
+    rec_id = object_id(record)
     edges = [(a.run_id, bytes(a.__terra_ref__)) for a in arts if a.run_id is not None]
     view = R.output_view(store, output, run_id) if status == "success" else None
     produced: list = []
@@ -524,7 +532,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     produced_ids = {bytes(a.__terra_ref__) for a in produced}
     if isinstance(output, ObjectId):
         produced_ids.add(bytes(output))
-    store.update_refs(lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
+    store.commit([inputs_tree, record],
+                 lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
     if exc is not None:
         raise exc
     return run_id, view

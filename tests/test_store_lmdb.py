@@ -342,9 +342,39 @@ def test_close_inside_a_snapshot_refused(tmp_path):
 
 
 def test_store_is_durable_by_default(tmp_path):
+    """Every commit syncs its data (integrity); durable writes also sync the meta page."""
     store = open_store(str(tmp_path / "s"))
-    flags = store.backend._env().env.flags()
-    assert flags["sync"] and flags["metasync"] and not flags["writemap"]
+    e = store.backend._env()
+    flags = e.env.flags()
+    assert flags["sync"] and not flags["metasync"] and not flags["writemap"]
+
+    class Counting:
+        def __init__(self, env):
+            self.env, self.syncs = env, 0
+
+        def sync(self, force=False):
+            self.syncs += 1
+            return self.env.sync(force)
+
+        def __getattr__(self, name):
+            return getattr(self.env, name)
+
+    e.env = counting = Counting(e.env)
+    try:
+        store.put(Blob("raw", {}, b"durable"))
+        assert counting.syncs == 1
+        with store.deferred():
+            store.put(Blob("raw", {}, b"deferred"))
+        assert counting.syncs == 1
+        store.update_refs(lambda txn: txn.put(b"k", b"v"))
+        assert counting.syncs == 2
+        store.update_refs(lambda txn: txn.put(b"k", b"w"), durable=False)
+        store.commit([Blob("raw", {}, b"with refs")], lambda txn: txn.put(b"k", b"x"))
+        assert counting.syncs == 3
+    finally:
+        e.env = counting.env
+    with store.refs() as txn:
+        assert txn.get(b"k") == b"x"
     store.backend.close()
 
 

@@ -102,7 +102,9 @@ class _Env:
         try:
             self.env = _open_lmdb(
                 path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
-                sync=True, metasync=True, lock=True, max_readers=254,
+                # NOMETASYNC: one fdatasync per commit and integrity is kept;
+                # writes that must be durable call env.sync() after committing.
+                sync=True, metasync=False, lock=True, max_readers=254,
                 create=not readonly,
             )
         except lmdb.Error as e:
@@ -297,9 +299,10 @@ class _RefTxn:
             if not cur.set_range(prefix):
                 return
             for k, v in cur:
+                k = bytes(k)
                 if not k.startswith(prefix):
                     return
-                yield bytes(k), bytes(v)
+                yield k, bytes(v)
             return
         # Position just past the prefix range, then walk back.
         end = _prefix_end(prefix)
@@ -309,7 +312,7 @@ class _RefTxn:
         elif end is not None:
             found = cur.last()
         while found:
-            k = cur.key()
+            k = bytes(cur.key())
             if not k.startswith(prefix):
                 if k < prefix:
                     return
@@ -384,8 +387,12 @@ class LMDBBackend(Backend):
                     yield e
                     return
 
-    def _write(self, fn, need: int = 0):
-        """Run ``fn(env, txn)`` in a write transaction, growing the map as needed."""
+    def _write(self, fn, need: int = 0, durable: bool = True):
+        """Run ``fn(env, txn)`` in a write transaction, growing the map as needed.
+
+        ``durable``: flush the meta page too once committed, so a system crash
+        cannot undo this commit (or any earlier one).
+        """
         if self._readonly:
             raise StoreError(f"store {self.path} is open read-only")
         while True:
@@ -393,7 +400,10 @@ class LMDBBackend(Backend):
                 size = e.env.info()["map_size"]
                 try:
                     with e.env.begin(write=True, buffers=True) as txn:
-                        return fn(e, txn)
+                        result = fn(e, txn)
+                    if durable:
+                        e.env.sync(True)
+                    return result
                 except lmdb.MapFullError:
                     self._grow(e, size, need)
                 except lmdb.MapResizedError:
@@ -409,36 +419,16 @@ class LMDBBackend(Backend):
 
     # -- Backend ---------------------------------------------------------------
 
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+    def put_many(self, items: Iterable[tuple[bytes, object]], durable: bool = True) -> list[bool | None]:
         out: list[bool | None] = []
         batch: list[tuple[bytes, object]] = []
         size = 0
 
         def do(e, txn):
-            now = _TIME.pack(time.time())
-            cur = txn.cursor(db=e.objects)
-            res = []
-            for key, value in batch:
-                if value is None:  # refresh the time of an existing id only
-                    if not cur.set_key(key):
-                        res.append(None)
-                        continue
-                    res.append(False)
-                elif isinstance(value, tuple):
-                    # Join the parts in a reused, already-faulted buffer: LMDB
-                    # copies the value into its page during put.
-                    if cur.set_key(key):
-                        res.append(False)
-                    else:
-                        res.append(txn.put(key, _framing.joined(value, e.scratch(_framing.size(value))),
-                                           overwrite=False, db=e.objects))
-                else:
-                    res.append(txn.put(key, value, overwrite=False, db=e.objects))
-                txn.put(key, now, db=e.times)
-            return res
+            return self._put_in(e, txn, batch)
 
-        def flush():
-            out.extend(self._write(do, need=size))
+        def flush(last: bool):
+            out.extend(self._write(do, need=size, durable=durable and last))
             batch.clear()
 
         for key, value in items:
@@ -446,11 +436,51 @@ class LMDBBackend(Backend):
             if value is not None:
                 size += _framing.size(value)
             if size >= TXN_BYTES:
-                flush()
+                flush(False)
                 size = 0
-        if batch:
-            flush()
+        if batch or (durable and out):
+            flush(True)
         return out
+
+    def commit(self, items, fn):
+        items = [(bytes(k), v) for k, v in items]
+        size = sum(_framing.size(v) for _, v in items if v is not None)
+        if size >= TXN_BYTES:  # keep write transactions short: objects first
+            return super().commit(items, fn)
+
+        def do(e, txn):
+            self._put_in(e, txn, items)
+            return fn(_RefTxn(txn, e.refs))
+        return self._write(do, need=size)
+
+    def get_ref(self, key: bytes) -> bytes | None:
+        """One ref's value: the cache lookup's fast path."""
+        with self._read(False) as (e, txn):
+            return txn.get(key, db=e.refs)
+
+    @staticmethod
+    def _put_in(e, txn, batch):
+        now = _TIME.pack(time.time())
+        cur = txn.cursor(db=e.objects)
+        res = []
+        for key, value in batch:
+            if value is None:  # refresh the time of an existing id only
+                if not cur.set_key(key):
+                    res.append(None)
+                    continue
+                res.append(False)
+            elif isinstance(value, tuple):
+                # Join the parts in a reused, already-faulted buffer: LMDB
+                # copies the value into its page during put.
+                if cur.set_key(key):
+                    res.append(False)
+                else:
+                    res.append(txn.put(key, _framing.joined(value, e.scratch(_framing.size(value))),
+                                       overwrite=False, db=e.objects))
+            else:
+                res.append(txn.put(key, value, overwrite=False, db=e.objects))
+            txn.put(key, now, db=e.times)
+        return res
 
     def has_many(self, keys):
         with self._read(True) as (e, txn):
@@ -513,8 +543,8 @@ class LMDBBackend(Backend):
     def refs(self):
         return self._read(False, _RefTxn.of)
 
-    def update_refs(self, fn):
-        return self._write(lambda e, txn: fn(_RefTxn(txn, e.refs)))
+    def update_refs(self, fn, durable=True):
+        return self._write(lambda e, txn: fn(_RefTxn(txn, e.refs)), durable=durable)
 
     def info(self) -> dict:
         """LMDB environment info and stats (map size, pages, readers)."""

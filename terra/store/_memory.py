@@ -57,7 +57,7 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
         self._sorted: list[bytes] | None = []  # ids in order; None when stale
 
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+    def put_many(self, items: Iterable[tuple[bytes, object]], durable=True) -> list[bool | None]:
         out: list[bool | None] = []
         with self._lock:
             now = time.time()
@@ -118,7 +118,7 @@ class MemoryBackend(Backend):
         with self._lock:
             yield _Refs(self._refs, False)
 
-    def update_refs(self, fn):
+    def update_refs(self, fn, durable=True):
         with self._lock:
             txn = _Refs(self._refs, True)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
@@ -101,6 +102,7 @@ class Store:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self._local = threading.local()
         self._check_format()
 
     def _check_format(self) -> None:
@@ -147,7 +149,7 @@ class Store:
             # that a concurrent delete removed since has_many.
             old = [oid for oid, p in zip(unique, present) if p]
             gone = set()
-            for oid, r in zip(old, self.backend.put_many([(oid, None) for oid in old])):
+            for oid, r in zip(old, self.backend.put_many([(oid, None) for oid in old], durable=False)):
                 if r is None:
                     gone.add(oid)
                 else:
@@ -157,7 +159,8 @@ class Store:
         if todo:
             big = len(todo) > 1 and sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN
             framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
-            for (oid, _), r in zip(framed, self.backend.put_many(framed)):
+            durable = not getattr(self._local, "deferred", False)
+            for (oid, _), r in zip(framed, self.backend.put_many(framed, durable=durable)):
                 new[oid] = bool(r)
         out = []
         for oid, _ in pairs:
@@ -263,9 +266,22 @@ class Store:
         with self.backend.refs() as txn:
             return txn.get(key)
 
-    def update_refs(self, fn: Callable) -> Any:
-        """Run ``fn(txn)`` in one atomic write transaction over refs."""
-        return self.backend.update_refs(fn)
+    def commit(self, objs: Iterable[Object], fn: Callable) -> Any:
+        """Store new objects and run ``fn(txn)`` on the refs in one durable commit where possible.
+
+        For the end of a run: its record and the refs that point at it become
+        visible together, at the cost of one sync.
+        """
+        framed = [_frame((object_id(o), o)) for o in objs]
+        return self.backend.commit(framed, fn)
+
+    def deferred(self):
+        """Within this context, object writes skip their sync; the next durable commit covers them."""
+        return _Deferred(self)
+
+    def update_refs(self, fn: Callable, durable: bool = True) -> Any:
+        """Run ``fn(txn)`` in one atomic write transaction over refs (durable unless told)."""
+        return self.backend.update_refs(fn, durable=durable)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -288,6 +304,22 @@ class Store:
         enc = _framing.unframe(oid, raw)
         _verify(oid, enc)
         return enc
+
+
+class _Deferred:
+    __slots__ = ("store", "before")
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.before = getattr(self.store._local, "deferred", False)
+        self.store._local.deferred = True
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store._local.deferred = self.before
+        return False
 
 
 def _fields(obj):

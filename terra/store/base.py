@@ -42,8 +42,11 @@ class Backend(ABC):
     local: bool = True
 
     @abstractmethod
-    def put_many(self, items: Iterable[tuple[bytes, object]]) -> list[bool | None]:
+    def put_many(self, items: Iterable[tuple[bytes, object]], durable: bool = True) -> list[bool | None]:
         """Store ``(id, framed_value)`` pairs in order; return per item whether it was new.
+
+        With ``durable=False`` the write may be lost in a system crash (never
+        corrupted) until the next durable write makes it durable too.
 
         A framed value is bytes-like, or a tuple of bytes-like parts whose
         concatenation is the value (so a large payload need not be joined
@@ -78,12 +81,18 @@ class Backend(ABC):
         """A read-only snapshot of the ref key space."""
 
     @abstractmethod
-    def update_refs(self, fn: Callable[[RefTxn], object]) -> object:
+    def update_refs(self, fn: Callable[[RefTxn], object], durable: bool = True) -> object:
         """Run ``fn`` in one atomic write transaction and return its result.
 
         ``fn`` may be called more than once (a backend retries after growing),
-        so it must not have side effects outside the transaction.
+        so it must not have side effects outside the transaction. With
+        ``durable=False`` a system crash may undo it (integrity is kept).
         """
+
+    def commit(self, items: list[tuple[bytes, object]], fn: Callable[[RefTxn], object]) -> object:
+        """Store ``items`` then run ``fn`` on the refs, durably; atomic where the backend can."""
+        self.put_many(items, durable=False)
+        return self.update_refs(fn)
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release resources held by this handle."""
