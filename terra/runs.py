@@ -96,10 +96,13 @@ def unpack(b: bytes):
 _INLINE_MAX = 256
 
 
+_ALWAYS_INLINE = frozenset({type(None), bool, float})
+
+
 def is_inline(value) -> bool:
     """Whether a value is kept inline in records and trees rather than as an object."""
     t = type(value)
-    if value is None or t is bool or t is float:
+    if t in _ALWAYS_INLINE:
         return True
     if t is int:
         return -(1 << 63) <= value < (1 << 64)

@@ -291,8 +291,7 @@ _key_packer = msgpack.Packer(use_bin_type=True, default=_key_default)
 def _cache_key(t: Task, entries: dict) -> bytes:
     """xxh3-128 of the type-tagged (task identity, code fingerprint, sorted input entries)."""
     code = f"version:{t.version}" if t.version is not None else fingerprint(t.fn).digest
-    items = [(k, _NAN if (type(v) is float and v != v) else v)
-             for k, v in sorted(entries.items()) if k not in t.cache_ignored]
+    items = [(k, _NAN if (type(v) is float and v != v) else v) for k, v in sorted(entries.items())]
     return xxhash.xxh3_128_digest(_key_packer.pack(("terra-call-1", t.identity, code, items)))
 
 
@@ -302,11 +301,13 @@ _NAN = float("nan")
 def _execute(t: Task, args, kwargs, force: bool):
     cfg = get_config()
     store = current_store()
-    bound = t._bind(args, dict(kwargs))
-    dumped = {k: v for k, v in bound.items() if k not in t.no_dump}
+    bound = t._bind(args, dict(kwargs) if kwargs else {})
+    dumped = {k: v for k, v in bound.items() if k not in t.no_dump} if t.no_dump else bound
+    ignored = t.cache_ignored
+    is_inline = R.is_inline
     try:
-        key_entries = {k: (v if R.is_inline(v) else _entry(v, True, store))
-                       for k, v in dumped.items() if k not in t.cache_ignored}
+        key_entries = {k: (v if is_inline(v) else _entry(v, True, store))
+                       for k, v in dumped.items() if not ignored or k not in ignored}
     except SerializationError as e:
         raise SerializationError(f"task {t.name}: cannot hash an argument: {e}") from None
     key = _cache_key(t, key_entries)
