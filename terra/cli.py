@@ -130,7 +130,7 @@ def _fmt_time(t) -> str:
 
 
 def _fmt_size(n) -> str:
-    from .gc import _size
+    from ._format import human_size as _size
 
     return _size(n or 0)
 

@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import runs as R
 from ._walk import children
+from ._format import human_size as _size
 from .objects import ObjectId
 from .errors import StoreError
 from .store import Store
@@ -422,13 +423,6 @@ def du(store: Store | None = None, progress: Progress | None = None) -> DiskUsag
         usage.file_bytes = os.path.getsize(os.path.join(path, "data.mdb"))
     return usage
 
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _store() -> Store:

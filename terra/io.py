@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .objects import ObjectId
+from ._format import human_size as _size
 from .session import store_at
 
 __all__ = ["Artifact"]
@@ -96,11 +97,3 @@ class Artifact:
         run = f" from run {self.run_id}" if self.run_id is not None else ""
         return (f"<div><b>terra Artifact</b> <code>{self.id[:12]}</code>{html.escape(run)}"
                 f"<br/><span>{html.escape(self._describe())}</span></div>")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
