@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as _dt
+from typing import TYPE_CHECKING
 
-import pandas as pd
 
 from . import runs as R
 from .errors import NotFound
 from .objects import Run
 from .session import current_store
 from .store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["get_artifact", "get_runs", "load"]
 
@@ -24,6 +27,8 @@ def _timestamp(t) -> float | None:
     if isinstance(t, (int, float)):
         return float(t)
     if isinstance(t, str):
+        import pandas as pd
+
         t = pd.Timestamp(t).to_pydatetime()  # a pandas Timestamp cannot astimezone() with no argument
     if isinstance(t, _dt.datetime):
         if t.tzinfo is None:
@@ -33,7 +38,7 @@ def _timestamp(t) -> float | None:
 
 
 def get_runs(task=None, status: str | None = None, since=None, until=None,
-             store: Store | None = None) -> pd.DataFrame:
+             store: Store | None = None) -> "pd.DataFrame":
     """Runs as a DataFrame, newest first, optionally filtered.
 
     Args:
@@ -41,6 +46,8 @@ def get_runs(task=None, status: str | None = None, since=None, until=None,
         status: ``running``, ``success``, ``failure`` or ``interrupted``.
         since, until: datetimes, ISO strings or epoch seconds bounding the start time.
     """
+    import pandas as pd
+
     store = store or current_store()
     identity = getattr(task, "identity", None)
     name = None if identity is not None else task

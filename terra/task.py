@@ -20,10 +20,9 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
-import pandas as pd
 import xxhash
 
 from . import runs as R
@@ -35,6 +34,9 @@ from .io import Artifact
 from .objects import ObjectId, Run, Tree, object_id
 from .session import current_store
 from .store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Task", "task"]
 
@@ -203,7 +205,7 @@ class Task:
         """Run directory of ``run_id`` (default: the latest run), restored if needed."""
         return R.get_run_dir(self._run_id(run_id))
 
-    def get_runs(self) -> pd.DataFrame:
+    def get_runs(self) -> "pd.DataFrame":
         """This task's runs as a DataFrame, newest first."""
         from .query import get_runs
 
@@ -582,6 +584,7 @@ def _environment(fn) -> dict:
     global _static_env
     if _static_env is None:
         import numpy
+        import pandas
 
         from . import __version__
 
@@ -592,7 +595,7 @@ def _environment(fn) -> dict:
         _static_env = {
             "host": R.HOST, "user": user, "pid": os.getpid(),
             "versions": {"python": platform.python_version(), "terra": __version__,
-                         "numpy": numpy.__version__, "pandas": pd.__version__},
+                         "numpy": numpy.__version__, "pandas": pandas.__version__},
         }
     env = dict(_static_env)
     env["pid"] = os.getpid()
