@@ -112,7 +112,8 @@ class Task:
         if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
             opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
         if opts.get("silence_task"):
-            return self.fn(*_load_all(args, ()), **self._loaded_kwargs(kwargs))
+            call_args, call_kwargs = self._call_args(args, kwargs)
+            return self.fn(*call_args, **call_kwargs)
         force = bool(opts.get("force") or opts.get("skip_terra_cache"))
         run_id, output = _execute(self, args, kwargs, force)
         self._last_run_id = run_id
@@ -156,8 +157,13 @@ class Task:
                 out[name] = value
         return out
 
-    def _loaded_kwargs(self, kwargs):
-        return {k: (v if k in self.no_load else _load_deep(v)) for k, v in kwargs.items()}
+    def _call_args(self, args, kwargs) -> tuple[list, dict]:
+        """Arguments as the function receives them: Artifacts loaded, except ``no_load_args``."""
+        names, no_load = self._positional, self.no_load
+        call_args = [a if (i < len(names) and names[i] in no_load) else _load_deep(a)
+                     for i, a in enumerate(args)]
+        call_kwargs = {k: (v if k in no_load else _load_deep(v)) for k, v in kwargs.items() if k not in _RESERVED}
+        return call_args, call_kwargs
 
     # -- accessors (original terra API) --------------------------------------------
 
@@ -247,10 +253,6 @@ def _load_deep(v):
     if t is tuple:
         return tuple(_load_deep(x) for x in v)
     return v
-
-
-def _load_all(args, no_load_positions):
-    return [a if i in no_load_positions else _load_deep(a) for i, a in enumerate(args)]
 
 
 def _artifacts(v, out: list) -> None:
@@ -479,12 +481,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     status, result, error, exc = "success", None, None, None
     capture = Capture()
     try:
-        call_args = _load_all(args, ())
-        if t.no_load:
-            names = t._positional
-            call_args = [a if (i < len(names) and names[i] in t.no_load) else _load_deep(a)
-                         for i, a in enumerate(args)]
-        call_kwargs = t._loaded_kwargs({k: v for k, v in kwargs.items() if k not in _RESERVED})
+        call_args, call_kwargs = t._call_args(args, kwargs)
         with capture:
             result = t.fn(*call_args, **call_kwargs, **extra)
     except KeyboardInterrupt as e:
