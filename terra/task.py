@@ -521,7 +521,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     finally:
         if t.cache:
             _leases.release(store, key, run_id)
-    fields["inputs"] = object_id(inputs_tree)
+    inputs_id = object_id(inputs_tree)
+    fields["inputs"] = inputs_id
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
     record = Run(fields)
     rec_id = object_id(record)
@@ -532,7 +533,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     produced_ids = {bytes(a.__terra_ref__) for a in produced}
     if isinstance(output, ObjectId):
         produced_ids.add(bytes(output))
-    store.commit([inputs_tree, record],
+    store.commit([(inputs_id, inputs_tree), (rec_id, record)],
                  lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
     if exc is not None:
         raise exc

@@ -266,13 +266,13 @@ class Store:
         with self.backend.refs() as txn:
             return txn.get(key)
 
-    def commit(self, objs: Iterable[Object], fn: Callable) -> Any:
+    def commit(self, objs: Iterable[Object | tuple[ObjectId, Object]], fn: Callable) -> Any:
         """Store new objects and run ``fn(txn)`` on the refs in one durable commit where possible.
 
         For the end of a run: its record and the refs that point at it become
         visible together, at the cost of one sync.
         """
-        framed = [_frame((object_id(o), o)) for o in objs]
+        framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
         return self.backend.commit(framed, fn)
 
     def deferred(self):
