@@ -65,6 +65,9 @@ class Task:
                  no_load_args=(), cache_ignored_args=(), cache: bool = True):
         if not callable(fn):
             raise TaskError(f"Task needs a function or class, got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TaskError(f"{getattr(fn, '__qualname__', fn)} cannot be a task: it returns a coroutine or "
+                            "generator, not a value to store; make a function that returns the result")
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)

@@ -126,6 +126,18 @@ def test_options():
     assert CALLS["scaled"] == 2
 
 
+def test_generators_and_coroutines_are_refused():
+    def gen():
+        yield 1
+
+    async def coro():
+        return 1
+
+    for fn in (gen, coro):
+        with pytest.raises(TaskError, match=fn.__name__):
+            Task(fn)
+
+
 def test_unknown_option_argument_is_rejected():
     with pytest.raises(TaskError, match="nope"):
         Task.make(no_dump_args=["nope"])(lambda x: x)
