@@ -379,8 +379,8 @@ def rm(run_ids, force: bool = False, cascade: bool = False, dry_run: bool = Fals
                 raise RemovalRefused(f"run {info.run_id} ({info.ref.get('task')}) is still running")
         counter, pending = _in_progress(store)
         try:
-            result = store.update_refs(lambda txn: _remove(txn, infos, wanted, force, cascade, dry_run,
-                                                           counter, pending))
+            result = store.update_refs(lambda txn: _remove(txn, store.state_refs, infos, wanted, force,
+                                                           cascade, dry_run, counter, pending))
         except _Changed:  # a new consumer committed meanwhile: recompute the cascade
             continue
         break
@@ -405,16 +405,26 @@ def _in_progress(store: Store) -> tuple[int, list[int]]:
     return (int.from_bytes(raw, "big") if raw else 0), pending
 
 
-def _holders(txn, infos: dict[int, _Info], counter: int, pending: list[int]) -> dict[int, set[int]]:
-    """Runs in progress whose inputs include outputs of the runs being removed: ``{removed: {holders}}``."""
+def _holders(txn, state_refs, infos: dict[int, _Info], counter: int,
+             pending: list[int]) -> dict[int, set[int]]:
+    """Runs in progress whose inputs include outputs of the runs being removed: ``{removed: {holders}}``.
+
+    Runs in progress live in the store's short-lived state, read here from
+    inside the durable transaction so a run begun since ``pending`` is seen.
+    """
     produced = {oid: rid for rid, info in infos.items() for oid in info.produced}
     if not produced:
         return {}
-    raw = txn.get(R.K_COUNTER)
+    with state_refs() as state:
+        return _holding(txn, state, infos, produced, counter, pending)
+
+
+def _holding(txn, state, infos, produced, counter, pending) -> dict[int, set[int]]:
+    raw = state.get(R.K_COUNTER) or txn.get(R.K_COUNTER)
     now = int.from_bytes(raw, "big") if raw else 0
     out: dict[int, set[int]] = {}
     for r in [*pending, *range(counter + 1, now + 1)]:
-        v = None if r in infos else txn.get(R.k_run(r))
+        v = None if r in infos else (txn.get(R.k_run(r)) or state.get(R.k_run(r)))
         if v is None:
             continue
         ref = R.unpack(v)
@@ -426,7 +436,7 @@ def _holders(txn, infos: dict[int, _Info], counter: int, pending: list[int]) -> 
     return out
 
 
-def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade: bool,
+def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: bool, cascade: bool,
             dry_run: bool, counter: int, pending: list[int]) -> RmResult:
     ids = set(infos)
     res = RmResult(removed=sorted(ids), cascaded=sorted(ids - wanted), dry_run=dry_run)
@@ -438,7 +448,7 @@ def _remove(txn, infos: dict[int, _Info], wanted: set[int], force: bool, cascade
             if c not in ids:
                 outside.setdefault(rid, []).append(c)
     # Runs in progress have no edges yet; their refs list the artifacts they hold.
-    holders = _holders(txn, infos, counter, pending)
+    holders = _holders(txn, state_refs, infos, counter, pending)
     if holders and cascade and not force:
         shown = "; ".join(f"run {rid}'s output is an input of run {', '.join(map(str, sorted(h)))}, still running"
                           for rid, h in sorted(holders.items()))

@@ -3,15 +3,20 @@
 A finished run is an immutable ``Run`` object (the commit-like record). The
 ref space holds the mutable parts, all keyed so prefix scans answer queries:
 
-    counter/run                       last allocated run id
+    counter/committed                 highest run id committed
     run/<id:8>                        msgpack: status, task, start, record id
     task/<identity>\\0<id:8>           status, one byte (runs of a task)
     cache/<key:16>                    <id:8> + msgpack output entry (cache hits)
-    lease/<key:16>                    msgpack: pid, host, expires (call in progress)
     edge/c/<consumer:8><producer:8><artifact:16>   inputs of a run
     edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
     tag/<name>                        <id:8>
     produced/<artifact:16>            <id:8> of the first run that output it
+
+A run in progress is short-lived state (``Store.update_state``): its
+``run/`` and ``task/`` entries, its ``lease/<key:16>`` (pid, host, expiry)
+and ``counter/run`` live where writes cost no sync, and ``Store.refs()``
+shows them beneath the durable refs. A run's end is one durable commit of its
+record and indexes; then its short-lived state is cleared.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ STATUSES = ("running", "success", "failure", "interrupted")
 _STATUS_BYTE = {s: bytes([i]) for i, s in enumerate(STATUSES)}
 _BYTE_STATUS = {v: k for k, v in _STATUS_BYTE.items()}
 
-K_COUNTER = b"counter/run"
+K_COUNTER = b"counter/run"  # last run id handed out (short-lived state)
+K_COMMITTED = b"counter/committed"  # highest run id committed durably
 HOST = socket.gethostname()
 
 

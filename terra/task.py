@@ -326,13 +326,17 @@ def _execute(t: Task, args, kwargs, force: bool):
     held: list[Artifact] = []
     _artifacts(list(dumped.values()), held)
     holds = sorted({bytes(a.__terra_ref__) for a in held})
+    committed = _committed_counter(store)  # read first: never take the durable lock inside the state's
     while True:
-        state, value = store.update_refs(
-            lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, holds), durable=False)
-        if state == "hit":
-            return _hit(t, store, _decode_hit(value), cfg)
+        state, value = store.update_state(
+            lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, committed, holds))
         if state == "run":
-            return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+            # A call that finished between our lookup and our lease: its result stands.
+            hit = _lookup(store, key) if use_cache else None
+            if hit is None:
+                return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+            store.update_state(lambda txn: _end(txn, t, value, key))
+            return _hit(t, store, hit, cfg)
         _wait(store, key, value)
 
 
@@ -352,24 +356,24 @@ def _hit(t: Task, store: Store, hit, cfg):
     return run_id, R.output_view(store, entry, run_id)
 
 
-def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float, holds=()):
-    """Inside one write transaction: a hit, a lease to wait on, or a new run id.
+def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float, committed: int, holds=()):
+    """In one transaction of the short-lived state: a lease to wait on, or a new run.
 
+    The lease and the running run's ref live where a write costs no sync; the
+    caller checks the durable cache again after taking the lease (a holder
+    commits its result before it drops its lease, so one of the two is seen).
     ``holds`` (ids of the Artifacts passed in) go into the running run's ref,
     so gc keeps them until the record that refers to them is committed.
     """
     now = time.time()
     if use_cache:
-        raw = txn.get(R.k_cache(key))
-        if raw is not None:
-            return "hit", raw
         lease = txn.get(R.k_lease(key))
         if lease is not None:
             info = R.unpack(lease)
             if R._alive(info.get("host"), info.get("pid"), info.get("expires")) and info["expires"] > now:
                 return "wait", info
     counter = txn.get(R.K_COUNTER)
-    run_id = (int.from_bytes(counter, "big") if counter else 0) + 1
+    run_id = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
     txn.put(R.K_COUNTER, R.rid8(run_id))
     ref = {"status": "running", "task": t.name, "identity": t.identity, "start_time": now,
            "pid": os.getpid(), "host": R.HOST, "expires": now + lease_seconds, "record": None}
@@ -381,6 +385,21 @@ def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float, hold
         txn.put(R.k_lease(key), R.pack({"pid": os.getpid(), "host": R.HOST, "run_id": run_id,
                                         "expires": now + lease_seconds}))
     return "run", run_id
+
+
+def _committed_counter(store: Store) -> int:
+    """The highest run id ever committed durably (the short-lived counter may have been reset)."""
+    raw = store.get_ref(R.K_COMMITTED)
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+def _end(txn, t: Task, run_id: int, key: bytes) -> None:
+    """Clear a run's short-lived state: its running ref and, if still ours, its lease."""
+    txn.delete(R.k_run(run_id))
+    txn.delete(R.k_task(t.identity, run_id))
+    raw = txn.get(R.k_lease(key))
+    if raw is not None and R.unpack(raw).get("run_id") == run_id:
+        txn.delete(R.k_lease(key))
 
 
 def _wait(store: Store, key: bytes, info: dict) -> None:
@@ -432,7 +451,7 @@ class _Leases:
                     if (id(store), key, run_id) not in self._held:
                         continue
                 try:
-                    store.update_refs(lambda txn: _renew(txn, key, run_id, seconds))
+                    store.update_state(lambda txn: _renew(txn, key, run_id, seconds))
                 except Exception:  # noqa: BLE001 - a failed renewal only risks a duplicate run
                     pass
 
@@ -538,6 +557,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         produced_ids.add(bytes(output))
     store.commit([(inputs_id, inputs_tree), (rec_id, record)],
                  lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
+    store.update_state(lambda txn: _end(txn, t, run_id, key))
     if exc is not None:
         raise exc
     return run_id, view
@@ -557,9 +577,9 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
     for oid in produced_ids:  # first producer wins: get_artifact(id) names it
         if txn.get(b"produced/" + oid) is None:
             txn.put(b"produced/" + oid, R.rid8(run_id))
-    raw = txn.get(R.k_lease(key))
-    if raw is not None and R.unpack(raw).get("run_id") == run_id:
-        txn.delete(R.k_lease(key))
+    committed = txn.get(R.K_COMMITTED)
+    if committed is None or int.from_bytes(committed, "big") < run_id:
+        txn.put(R.K_COMMITTED, R.rid8(run_id))
 
 
 def _inputs_tree(store: Store, dumped: dict) -> Tree:
@@ -585,7 +605,6 @@ def _environment(fn) -> dict:
     global _static_env
     if _static_env is None:
         import numpy
-        import pandas
 
         from . import __version__
 
@@ -596,7 +615,7 @@ def _environment(fn) -> dict:
         _static_env = {
             "host": R.HOST, "user": user, "pid": os.getpid(),
             "versions": {"python": platform.python_version(), "terra": __version__,
-                         "numpy": numpy.__version__, "pandas": pandas.__version__},
+                         "numpy": numpy.__version__, "pandas": _version_of("pandas")},
         }
     env = dict(_static_env)
     env["pid"] = os.getpid()
@@ -604,6 +623,19 @@ def _environment(fn) -> dict:
 
     env["git"] = git_info(_source_dir(fn))
     return env
+
+
+def _version_of(package: str) -> str | None:
+    """A package's version without importing it (pandas takes 0.2 s to import)."""
+    mod = sys.modules.get(package)
+    if mod is not None:
+        return getattr(mod, "__version__", None)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _source_dir(fn) -> str:

@@ -98,7 +98,7 @@ def test_expired_lease_of_other_host_is_taken_over(tmp_path):
 
         store = current_store()
         key = _cache_key(f, {"x": _entry(5, True, store)})
-        store.update_refs(lambda txn: txn.put(R.k_lease(key), R.pack(
+        store.update_state(lambda txn: txn.put(R.k_lease(key), R.pack(
             {"pid": 1, "host": "elsewhere", "run_id": 999, "expires": time.time() + 1.0})))
         t0 = time.time()
         assert f(5) == 5 and calls == [5]

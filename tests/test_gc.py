@@ -322,16 +322,18 @@ def w(x, i):
 
 def manual(i):
     """The commit protocol by hand, with a slow gap between objects and record."""
-    def begin(txn):
+    committed = store.get_ref(R.K_COMMITTED)
+    def begin(txn):  # in the short-lived state, as terra.task does
         raw = txn.get(R.K_COUNTER)
-        rid = (int.from_bytes(raw, "big") if raw else 0) + 1
+        rid = max(int.from_bytes(raw, "big") if raw else 0,
+                  int.from_bytes(committed, "big") if committed else 0) + 1
         txn.put(R.K_COUNTER, R.rid8(rid))
         txn.put(R.k_run(rid), R.pack({"status": "running", "task": "m", "identity": "writer:m",
                                       "start_time": time.time(), "pid": os.getpid(), "host": R.HOST,
                                       "expires": time.time() + 60, "record": None}))
         txn.put(R.k_task("writer:m", rid), R.status_byte("running"))
         return rid
-    rid = store.update_refs(begin)
+    rid = store.update_state(begin)
     value = store_value(store, b"payload %d " % (i % 5) * 200)  # repeats: dedups against garbage
     inputs = Tree("inputs", (("i", i % 5),))
     time.sleep(random.random() * 0.1)  # well inside the grace period
@@ -341,7 +343,14 @@ def manual(i):
         txn.put(R.k_run(rid), R.pack({"status": "success", "task": "m", "identity": "writer:m",
                                       "start_time": time.time(), "record": bytes(rec)}))
         txn.put(R.k_task("writer:m", rid), R.status_byte("success"))
+        old = txn.get(R.K_COMMITTED)
+        if old is None or int.from_bytes(old, "big") < rid:
+            txn.put(R.K_COMMITTED, R.rid8(rid))
     store.update_refs(commit)
+    def end(txn):
+        txn.delete(R.k_run(rid))
+        txn.delete(R.k_task("writer:m", rid))
+    store.update_state(end)
 
 deadline = time.time() + float(sys.argv[2])
 i = 0

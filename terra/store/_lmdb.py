@@ -89,7 +89,8 @@ def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
 class _Env:
     """The one LMDB environment of a store in this process."""
 
-    def __init__(self, path: str, map_size: int, readonly: bool, inherited: bool = False):
+    def __init__(self, path: str, map_size: int, readonly: bool, inherited: bool = False,
+                 volatile: bool = False):
         self.path = path
         self.pid = os.getpid()
         self.lock = threading.RLock()
@@ -104,7 +105,7 @@ class _Env:
                 path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
                 # NOMETASYNC: one fdatasync per commit and integrity is kept;
                 # writes that must be durable call env.sync() after committing.
-                sync=True, metasync=False, lock=True, max_readers=254,
+                sync=not volatile, metasync=False, lock=True, max_readers=254,
                 create=not readonly,
             )
         except lmdb.Error as e:
@@ -152,7 +153,7 @@ _ENVS_LOCK = threading.Lock()
 _ABANDONED: list[_Env] = []
 
 
-def _shared_env(path: str, map_size: int, readonly: bool) -> _Env:
+def _shared_env(path: str, map_size: int, readonly: bool, volatile: bool = False) -> _Env:
     # Lock order: an environment's lock before _ENVS_LOCK, never the reverse
     # (a thread inside a read snapshot may open another handle).
     while True:
@@ -163,7 +164,7 @@ def _shared_env(path: str, map_size: int, readonly: bool) -> _Env:
                 env = None
             if env is None:
                 inherited = any(a.path == path and a.pid != os.getpid() for a in _ABANDONED)
-                env = _ENVS[path] = _Env(path, map_size, readonly, inherited)
+                env = _ENVS[path] = _Env(path, map_size, readonly, inherited, volatile)
                 return env
             if not (env.readonly and not readonly):
                 return env
@@ -321,6 +322,95 @@ class _RefTxn:
             found = cur.prev()
 
 
+class _MergedRefs:
+    """Refs seen through the durable environment, falling back to the volatile one.
+
+    Lock order everywhere: the durable environment, then the volatile one
+    (nothing holds the volatile lock while taking the durable one).
+    """
+
+    __slots__ = ("_state", "_main", "_s", "_m")
+
+    def __init__(self, state_snapshot, main_snapshot):
+        self._state, self._main = state_snapshot, main_snapshot
+
+    def __enter__(self):
+        self._m = self._main.__enter__()
+        try:
+            self._s = self._state.__enter__()
+        except BaseException:
+            self._main.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self._state.__exit__(*exc)
+        finally:
+            self._main.__exit__(*exc)
+        return False
+
+    def get(self, key):
+        v = self._m.get(key)
+        return self._s.get(key) if v is None else v
+
+    def scan(self, prefix, reverse=False):
+        a, b = self._m.scan(prefix, reverse), self._s.scan(prefix, reverse)
+        x, y = next(a, None), next(b, None)
+        while x is not None or y is not None:
+            if y is None or (x is not None and (x[0] > y[0] if reverse else x[0] < y[0])):
+                yield x
+                x = next(a, None)
+            elif x is None or x[0] != y[0]:
+                yield y
+                y = next(b, None)
+            else:  # both: the durable one wins
+                yield x
+                x, y = next(a, None), next(b, None)
+
+
+_BOOT_ID: list = []
+
+
+def _boot_id() -> str | None:
+    """This boot of the machine; unsynced state from an earlier boot may be torn."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip() or None)
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]
+
+
+def _reset_if_rebooted(path: str) -> None:
+    """Delete a volatile environment written before the last reboot.
+
+    It is opened without syncs, so a system crash may have torn it; and
+    everything in it (leases, runs in progress) died with that boot anyway.
+    """
+    boot = _boot_id()
+    marker = os.path.join(path, "boot_id")
+    with open(os.path.join(path, "reset.lock"), "a+b") as lf:
+        fcntl.flock(lf, fcntl.LOCK_EX)
+        try:
+            with open(marker) as f:
+                if f.read().strip() == boot:
+                    return
+        except OSError:
+            pass
+        for name in ("data.mdb", "lock.mdb"):
+            try:
+                os.remove(os.path.join(path, name))
+            except FileNotFoundError:
+                pass
+        with open(marker + ".tmp", "w") as f:
+            f.write(boot or "")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(marker + ".tmp", marker)
+
+
 def _prefix_end(prefix: bytes) -> bytes | None:
     p = bytearray(prefix)
     while p and p[-1] == 0xFF:
@@ -334,21 +424,55 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 class LMDBBackend(Backend):
     """Objects and refs in an LMDB environment in directory ``path``."""
 
-    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, readonly: bool = False):
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, readonly: bool = False,
+                 volatile: bool = False):
         if not readonly:
             check_local_filesystem(path)  # before creating anything there
             os.makedirs(path, exist_ok=True)
         self.path = os.path.realpath(path)
         self._map_size = map_size
         self._readonly = readonly
+        self._volatile = volatile
         self._last: _Env | None = None
+        self._state: LMDBBackend | None = None
+        if volatile and not readonly:
+            _reset_if_rebooted(self.path)
         self._env()  # open now so errors surface at open
 
     def _env(self) -> _Env:
         e = self._last
         if e is None or e.closed or e.pid != os.getpid() or _ENVS.get(self.path) is not e:
-            e = self._last = _shared_env(self.path, self._map_size, self._readonly)
+            e = self._last = _shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
+
+    # -- volatile state: leases and runs in progress ------------------------------------
+
+    def _state_backend(self) -> "LMDBBackend | None":
+        """The store's unsynced side environment, or None where it cannot be made safe."""
+        if self._volatile or _boot_id() is None:
+            return None
+        if self._state is None:
+            path = os.path.join(self.path, "state")
+            if self._readonly and not os.path.exists(os.path.join(path, "data.mdb")):
+                return None
+            self._state = LMDBBackend(path, map_size=64 << 20, readonly=self._readonly, volatile=True)
+        return self._state
+
+    def update_state(self, fn):
+        state = self._state_backend()
+        if state is None:
+            return self.update_refs(fn, durable=False)
+        return state.update_refs(fn, durable=False)
+
+    def refs(self):
+        state = self._state_backend()
+        if state is None:
+            return self._read(False, _RefTxn.of)
+        return _MergedRefs(state._read(False, _RefTxn.of), self._read(False, _RefTxn.of))
+
+    def state_refs(self):
+        state = self._state_backend()
+        return (state or self)._read(False, _RefTxn.of)
 
     # -- transactions with growth and resize handling -------------------------------
 
@@ -539,9 +663,6 @@ class LMDBBackend(Backend):
             if len(batch) < 4096:
                 return
             start, skip = batch[-1][0], True
-
-    def refs(self):
-        return self._read(False, _RefTxn.of)
 
     def update_refs(self, fn, durable=True):
         return self._write(lambda e, txn: fn(_RefTxn(txn, e.refs)), durable=durable)

@@ -279,6 +279,14 @@ class Store:
         """Within this context, object writes skip their sync; the next durable commit covers them."""
         return _Deferred(self)
 
+    def state_refs(self):
+        """A read snapshot of the short-lived state alone."""
+        return self.backend.state_refs()
+
+    def update_state(self, fn: Callable) -> Any:
+        """Run ``fn(txn)`` on the short-lived state (leases, runs in progress); no sync."""
+        return self.backend.update_state(fn)
+
     def update_refs(self, fn: Callable, durable: bool = True) -> Any:
         """Run ``fn(txn)`` in one atomic write transaction over refs (durable unless told)."""
         return self.backend.update_refs(fn, durable=durable)

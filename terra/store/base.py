@@ -89,6 +89,18 @@ class Backend(ABC):
         ``durable=False`` a system crash may undo it (integrity is kept).
         """
 
+    def update_state(self, fn: Callable[[RefTxn], object]) -> object:
+        """Like :meth:`update_refs`, for short-lived state (leases, runs in progress).
+
+        Such state may live where writes cost no sync; :meth:`refs` shows it
+        beneath the durable refs. It must never be needed after a reboot.
+        """
+        return self.update_refs(fn, durable=False)
+
+    def state_refs(self) -> AbstractContextManager[RefTxn]:
+        """A read snapshot of the short-lived state alone (usable inside :meth:`update_refs`)."""
+        return self.refs()
+
     def commit(self, items: list[tuple[bytes, object]], fn: Callable[[RefTxn], object]) -> object:
         """Store ``items`` then run ``fn`` on the refs, durably; atomic where the backend can."""
         self.put_many(items, durable=False)
