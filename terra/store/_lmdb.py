@@ -685,3 +685,5 @@ class LMDBBackend(Backend):
             e = _ENVS.get(self.path)
         if e is not None and e.pid == os.getpid():  # never close one inherited across fork()
             _close_env(e, "close it")
+        if self._state is not None:
+            self._state.close()
