@@ -44,7 +44,7 @@ def register_codec(type_, encode, decode, name: str) -> None:
     _register(type_, encode, decode, name=name)
 
 
-__all__ = sorted([
+__all__ = [
     "AmbiguousPrefix",
     "Artifact",
     "CorruptObject",
@@ -78,4 +78,4 @@ __all__ = sorted([
     "task",
     "untag",
     "why",
-])
+]

@@ -12,12 +12,8 @@ index entries in one transaction.
 from __future__ import annotations
 
 import functools
-import getpass
 import inspect
 import os
-import platform
-import sys
-import threading
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
@@ -30,7 +26,9 @@ from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
 from .fingerprint import fingerprint
+from .environment import environment
 from .io import Artifact
+from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
 from .session import current_store
 from .store import Store
@@ -326,18 +324,18 @@ def _execute(t: Task, args, kwargs, force: bool):
     held: list[Artifact] = []
     _artifacts(list(dumped.values()), held)
     holds = sorted({bytes(a.__terra_ref__) for a in held})
-    committed = _committed_counter(store)  # read first: never take the durable lock inside the state's
+    committed = committed_counter(store)  # read first: never take the durable lock inside the state's
     while True:
         state, value = store.update_state(
-            lambda txn: _begin(txn, t, key, use_cache, cfg.lease_seconds, committed, holds))
+            lambda txn: begin(txn, t, key, use_cache, cfg.lease_seconds, committed, holds))
         if state == "run":
             # A call that finished between our lookup and our lease: its result stands.
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
                 return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
-            store.update_state(lambda txn: _end(txn, t, value, key))
+            store.update_state(lambda txn: end(txn, t, value, key))
             return _hit(t, store, hit, cfg)
-        _wait(store, key, value)
+        wait(store, key, value)
 
 
 def _lookup(store: Store, key: bytes):
@@ -356,125 +354,12 @@ def _hit(t: Task, store: Store, hit, cfg):
     return run_id, R.output_view(store, entry, run_id)
 
 
-def _begin(txn, t: Task, key: bytes, use_cache: bool, lease_seconds: float, committed: int, holds=()):
-    """In one transaction of the short-lived state: a lease to wait on, or a new run.
-
-    The lease and the running run's ref live where a write costs no sync; the
-    caller checks the durable cache again after taking the lease (a holder
-    commits its result before it drops its lease, so one of the two is seen).
-    ``holds`` (ids of the Artifacts passed in) go into the running run's ref,
-    so gc keeps them until the record that refers to them is committed.
-    """
-    now = time.time()
-    if use_cache:
-        lease = txn.get(R.k_lease(key))
-        if lease is not None:
-            info = R.unpack(lease)
-            if R._alive(info.get("host"), info.get("pid"), info.get("expires")) and info["expires"] > now:
-                return "wait", info
-    counter = txn.get(R.K_COUNTER)
-    run_id = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
-    txn.put(R.K_COUNTER, R.rid8(run_id))
-    ref = {"status": "running", "task": t.name, "identity": t.identity, "start_time": now,
-           "pid": os.getpid(), "host": R.HOST, "expires": now + lease_seconds, "record": None}
-    if holds:
-        ref["holds"] = list(holds)
-    txn.put(R.k_run(run_id), R.pack(ref))
-    txn.put(R.k_task(t.identity, run_id), R.status_byte("running"))
-    if t.cache:
-        txn.put(R.k_lease(key), R.pack({"pid": os.getpid(), "host": R.HOST, "run_id": run_id,
-                                        "expires": now + lease_seconds}))
-    return "run", run_id
-
-
-def _committed_counter(store: Store) -> int:
-    """The highest run id ever committed durably (the short-lived counter may have been reset)."""
-    raw = store.get_ref(R.K_COMMITTED)
-    return int.from_bytes(raw, "big") if raw else 0
-
-
-def _end(txn, t: Task, run_id: int, key: bytes) -> None:
-    """Clear a run's short-lived state: its running ref and, if still ours, its lease."""
-    txn.delete(R.k_run(run_id))
-    txn.delete(R.k_task(t.identity, run_id))
-    raw = txn.get(R.k_lease(key))
-    if raw is not None and R.unpack(raw).get("run_id") == run_id:
-        txn.delete(R.k_lease(key))
-
-
-def _wait(store: Store, key: bytes, info: dict) -> None:
-    """Sleep until the lease holder finishes, dies or lets its lease expire."""
-    delay = 0.01
-    while True:
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-        with store.refs() as txn:
-            if txn.get(R.k_cache(key)) is not None:
-                return
-            raw = txn.get(R.k_lease(key))
-        if raw is None:
-            return
-        cur = R.unpack(raw)
-        if not R._alive(cur.get("host"), cur.get("pid"), cur.get("expires")) or cur["expires"] <= time.time():
-            return
-
-
-class _Leases:
-    """One daemon thread renewing the leases of this process's runs in progress."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._held: dict[tuple, tuple[Store, float]] = {}
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def hold(self, store: Store, key: bytes, run_id: int, seconds: float) -> None:
-        with self._lock:
-            self._held[(id(store), key, run_id)] = (store, seconds)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="terra-leases")
-                self._thread.start()
-
-    def release(self, store: Store, key: bytes, run_id: int) -> None:
-        with self._lock:
-            self._held.pop((id(store), key, run_id), None)
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                held = list(self._held.items())
-            wait = min((sec for _, (_, sec) in held), default=30.0) / 3
-            time.sleep(max(wait, 0.05))
-            for (_, key, run_id), (store, seconds) in held:
-                with self._lock:
-                    if (id(store), key, run_id) not in self._held:
-                        continue
-                try:
-                    store.update_state(lambda txn: _renew(txn, key, run_id, seconds))
-                except Exception:  # noqa: BLE001 - a failed renewal only risks a duplicate run
-                    pass
-
-
-def _renew(txn, key: bytes, run_id: int, seconds: float) -> None:
-    raw = txn.get(R.k_lease(key))
-    if raw is None:
-        return
-    info = R.unpack(raw)
-    if info.get("run_id") == run_id:
-        info["expires"] = time.time() + seconds
-        txn.put(R.k_lease(key), R.pack(info))
-
-
-_leases = _Leases()
-
-
 def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, bound, dumped):
     start = time.time()
     if not cfg.quiet:
         print(f"task: {t.name}, run_id={run_id}")
     if t.cache:
-        _leases.hold(store, key, run_id, cfg.lease_seconds)
+        leases.hold(store, key, run_id, cfg.lease_seconds)
     run_dir = None
     extra = {}
     if "run_dir" in t._wants:
@@ -489,7 +374,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         extra["run_id"] = run_id
     fields: dict[str, Any] = {
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
-        "cache_key": key, "start_time": start, **_environment(t.fn),
+        "cache_key": key, "start_time": start, **environment(t.fn),
     }
     fp = fingerprint(t.fn)
     fields["fingerprint"] = fp.digest
@@ -542,7 +427,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
             error = _error_info(e)
     finally:
         if t.cache:
-            _leases.release(store, key, run_id)
+            leases.release(store, key, run_id)
     inputs_id = object_id(inputs_tree)
     fields["inputs"] = inputs_id
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
@@ -557,7 +442,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         produced_ids.add(bytes(output))
     store.commit([(inputs_id, inputs_tree), (rec_id, record)],
                  lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
-    store.update_state(lambda txn: _end(txn, t, run_id, key))
+    store.update_state(lambda txn: end(txn, t, run_id, key))
     if exc is not None:
         raise exc
     return run_id, view
@@ -594,51 +479,3 @@ def _inputs_tree(store: Store, dumped: dict) -> Tree:
 def _error_info(e: BaseException) -> dict:
     return {"type": f"{type(e).__module__}.{type(e).__qualname__}", "message": str(e),
             "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))}
-
-
-# -- environment facts recorded with each run ------------------------------------------
-
-_static_env: dict | None = None
-
-
-def _environment(fn) -> dict:
-    global _static_env
-    if _static_env is None:
-        import numpy
-
-        from . import __version__
-
-        try:
-            user = getpass.getuser()
-        except Exception:  # noqa: BLE001 - no user name in some containers
-            user = str(os.getuid())
-        _static_env = {
-            "host": R.HOST, "user": user, "pid": os.getpid(),
-            "versions": {"python": platform.python_version(), "terra": __version__,
-                         "numpy": numpy.__version__, "pandas": _version_of("pandas")},
-        }
-    env = dict(_static_env)
-    env["pid"] = os.getpid()
-    from .gitinfo import git_info
-
-    env["git"] = git_info(_source_dir(fn))
-    return env
-
-
-def _version_of(package: str) -> str | None:
-    """A package's version without importing it (pandas takes 0.2 s to import)."""
-    mod = sys.modules.get(package)
-    if mod is not None:
-        return getattr(mod, "__version__", None)
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def _source_dir(fn) -> str:
-    mod = sys.modules.get(getattr(fn, "__module__", "") or "")
-    f = getattr(mod, "__file__", None)
-    return os.path.dirname(os.path.abspath(f)) if f else os.getcwd()
