@@ -1,4 +1,11 @@
-"""Capture a run's stdout, stderr and logging while still showing them live."""
+"""Capture a run's stdout, stderr and logging while still showing them live.
+
+One router per stream is installed while any capture is active; it passes
+every write through to the real stream and copies it to the captures of the
+writing thread (nested captures all get it). Captures in different threads
+therefore never see each other's output, and leaving them in any order
+restores the streams.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +16,31 @@ import threading
 
 __all__ = ["Capture"]
 
+_lock = threading.Lock()
+_local = threading.local()
+_active = 0
+_saved: tuple = ()
 
-class _Tee(io.TextIOBase):
-    def __init__(self, inner, sink: io.StringIO, lock: threading.Lock):
-        self._inner, self._sink, self._lock = inner, sink, lock
+
+def _sinks() -> list:
+    return getattr(_local, "sinks", ())
+
+
+class _Router(io.TextIOBase):
+    def __init__(self, inner):
+        self._inner = inner
 
     def write(self, s: str) -> int:
-        with self._lock:
-            self._sink.write(s)
-        return self._inner.write(s)
+        for sink in _sinks():
+            sink.write(s)
+        return self._inner.write(s) if self._inner is not None else len(s)
 
     def flush(self) -> None:
-        self._inner.flush()
+        if self._inner is not None:
+            self._inner.flush()
 
     def isatty(self) -> bool:
-        return getattr(self._inner, "isatty", lambda: False)()
+        return bool(getattr(self._inner, "isatty", lambda: False)())
 
     @property
     def encoding(self):
@@ -37,44 +54,57 @@ class _Tee(io.TextIOBase):
 
 
 class _Handler(logging.Handler):
-    def __init__(self, sink: io.StringIO, lock: threading.Lock, streams):
+    """Copies log records of one thread into its capture, unless a handler already prints them."""
+
+    def __init__(self, capture: "Capture"):
         super().__init__(logging.NOTSET)
-        self._sink, self._lock, self._streams = sink, lock, streams
+        self._capture = capture
         self.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        # A StreamHandler already writing to our tee would be captured twice.
-        for h in logging.getLogger().handlers:
-            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in self._streams:
+        if record.thread != self._capture.thread:
+            return
+        for h in logging.getLogger().handlers:  # a StreamHandler on our router is captured already
+            if isinstance(h, logging.StreamHandler) and isinstance(getattr(h, "stream", None), _Router):
                 return
         try:
             text = self.format(record)
         except Exception:  # noqa: BLE001 - logging must never break the run
             return
-        with self._lock:
-            self._sink.write(text + "\n")
+        self._capture._sink.write(text + "\n")
 
 
 class Capture:
-    """Context manager: tee stdout/stderr and root-logger records into ``text``.
-
-    Nested captures each get their own text; output also reaches the outer ones.
-    """
+    """Context manager: copy this thread's stdout, stderr and log records into ``text``."""
 
     def __init__(self) -> None:
         self._sink = io.StringIO()
-        self._lock = threading.Lock()
         self.text = ""
+        self.thread = threading.get_ident()
 
     def __enter__(self) -> "Capture":
-        self._old = sys.stdout, sys.stderr
-        sys.stdout = _Tee(sys.stdout, self._sink, self._lock)
-        sys.stderr = _Tee(sys.stderr, self._sink, self._lock)
-        self._handler = _Handler(self._sink, self._lock, (sys.stdout, sys.stderr))
+        global _active, _saved
+        self.thread = threading.get_ident()
+        with _lock:
+            if _active == 0:
+                _saved = (sys.stdout, sys.stderr)
+                sys.stdout, sys.stderr = _Router(sys.stdout), _Router(sys.stderr)
+            _active += 1
+        _local.sinks = (*_sinks(), self._sink)
+        self._handler = _Handler(self)
         logging.getLogger().addHandler(self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
+        global _active
         logging.getLogger().removeHandler(self._handler)
-        sys.stdout, sys.stderr = self._old
+        _local.sinks = tuple(s for s in _sinks() if s is not self._sink)
+        with _lock:
+            _active -= 1
+            if _active == 0:
+                # Restore only what is still ours: code that replaced a stream keeps its choice.
+                if isinstance(sys.stdout, _Router):
+                    sys.stdout = _saved[0]
+                if isinstance(sys.stderr, _Router):
+                    sys.stderr = _saved[1]
         self.text = self._sink.getvalue()

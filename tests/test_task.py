@@ -329,3 +329,29 @@ def test_record_has_environment():
     assert rec["versions"]["numpy"] == np.__version__
     assert rec["module"] == __name__ and rec["fn"] == "add"
     assert "slack_web_client_id" not in str(rec)
+
+
+@Task.make(cache=False)
+def chatty(name, n):
+    import time as _time
+
+    for i in range(n):
+        print(f"{name} line {i}")
+        logging.getLogger("terra.test").warning("%s log %d", name, i)
+        _time.sleep(0.001)
+    return name
+
+
+def test_log_capture_in_threads_is_separate_and_restored():
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = sys.stdout, sys.stderr
+    with ThreadPoolExecutor(4) as pool:
+        rids = list(pool.map(lambda name: chatty(name, 20, return_run_id=True)[0], ["a", "b", "c", "d"]))
+    assert (sys.stdout, sys.stderr) == before
+    for rid, name in zip(rids, "abcd"):
+        log = terra.get_log(rid)
+        lines = [x for x in log.splitlines() if x]
+        assert len(lines) == 40, log
+        assert all(name in x for x in lines), log
