@@ -207,9 +207,7 @@ def cli(store_path):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls_cmd(task, status, since, until, limit, as_json):
     """List runs, newest first."""
-    df = terra.get_runs(task=task, status=status, since=_when(since), until=_when(until))
-    if limit is not None:
-        df = df.head(limit)
+    df = terra.get_runs(task=task, status=status, since=_when(since), until=_when(until), limit=limit)
     if as_json:
         _print_json([_clean(r) for r in df.to_dict("records")])
         return

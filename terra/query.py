@@ -37,7 +37,7 @@ def _timestamp(t) -> float | None:
     raise TypeError(f"not a time: {t!r}")
 
 
-def get_runs(task=None, status: str | None = None, since=None, until=None,
+def get_runs(task=None, status: str | None = None, since=None, until=None, limit: int | None = None,
              store: Store | None = None) -> "pd.DataFrame":
     """Runs as a DataFrame, newest first, optionally filtered.
 
@@ -45,6 +45,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None,
         task: a Task, its name (``"split_data"``) or identity (``"module:qualname"``).
         status: ``running``, ``success``, ``failure`` or ``interrupted``.
         since, until: datetimes, ISO strings or epoch seconds bounding the start time.
+        limit: at most this many runs (the newest); records beyond it are not read.
     """
     import pandas as pd
 
@@ -62,6 +63,8 @@ def get_runs(task=None, status: str | None = None, since=None, until=None,
             refs = [(int.from_bytes(k[4:], "big"), v) for k, v in txn.scan(b"run/", reverse=True)]
     rows = []
     for rid, raw in refs:
+        if limit is not None and len(rows) >= limit:
+            break
         if raw is None:
             continue
         ref = R.unpack(raw)

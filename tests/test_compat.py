@@ -200,5 +200,8 @@ def test_failing_task_and_listing_columns():
         assert col in runs.columns
     assert runs["status"][0] == "failure" and runs["module"][0] == __name__
     assert terra.get_runs(status="failure")["run_id"].tolist() == [1]
+    bad2 = Task(lambda: 1)
+    bad2()
+    assert terra.get_runs(limit=1)["run_id"].tolist() == [2]
     assert bad.last_run_id is None  # accessors default to the latest *successful* run
     assert bad.get_meta(run_id=1)["error"]["message"] == "nope"
