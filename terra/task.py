@@ -387,7 +387,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     fields["parents"] = parents
     status, result, error, exc = "success", None, None, None
     capture = Capture()
+    inputs_tree = Tree("inputs", ())
     try:
+        # Inputs are stored before the call: a function that mutates its
+        # arguments must not change what the record says it was given.
+        with store.deferred():
+            inputs_tree = _inputs_tree(store, dumped)
         call_args, call_kwargs = t._call_args(args, kwargs)
         with capture:
             result = t.fn(*call_args, **call_kwargs, **extra)
@@ -398,11 +403,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         status, exc = "failure", e
         error = _error_info(e)
     output = None
-    inputs_tree = Tree("inputs", ())
     try:
         # Objects written here need no sync of their own: the final commit covers them.
         with store.deferred():
-            inputs_tree = _inputs_tree(store, dumped)
             if status == "success":
                 try:
                     output = _entry(result, False, store)

@@ -355,3 +355,15 @@ def test_log_capture_in_threads_is_separate_and_restored():
         lines = [x for x in log.splitlines() if x]
         assert len(lines) == 40, log
         assert all(name in x for x in lines), log
+
+
+@Task
+def mutates(a):
+    a[:] = -1
+    return float(a.sum())
+
+
+def test_inputs_recorded_as_given_even_if_mutated():
+    x = np.arange(5.0)
+    assert mutates(x) == -5.0
+    assert (terra.inp(mutates.last_run_id)["a"].load() == np.arange(5.0)).all()
