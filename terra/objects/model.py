@@ -374,8 +374,9 @@ def split_payload(codec: str, meta: Mapping[str, Any], buf) -> list[tuple[Object
 
 # Hashing 100 MB runs at memory speed on one core; two cores hash it ~1.6x
 # faster (xxhash releases the GIL). Below this many chunks per thread (while
-# the payload still sits in cache) a hand-off costs more than it saves.
-_PARALLEL_CHUNKS = 6
+# the payload still sits in cache) a hand-off costs more than it saves
+# (measured: 3 chunks of 4 MiB hash 20% faster on two threads, 2 do not).
+_PARALLEL_CHUNKS = 3
 _pool = None
 _pool_pid = 0
 
