@@ -386,10 +386,23 @@ def rm(run_ids, force: bool = False, cascade: bool = False, dry_run: bool = Fals
         break
     else:
         raise TerraError("runs kept being added downstream while removing; try again")
+    if not dry_run:
+        store.update_state(lambda txn: _clear_state(txn, infos))
     if not dry_run and getattr(store, "root", None):  # stores opened by path have run dirs
         for rid in result.removed:
             shutil.rmtree(R.run_dir_path(store, rid), ignore_errors=True)
     return result
+
+
+def _clear_state(txn, infos: dict[int, _Info]) -> None:
+    """Drop what removed runs left in the short-lived state (runs cut short, their leases)."""
+    for rid, info in infos.items():
+        txn.delete(R.k_run(rid))
+        if info.ref.get("identity"):
+            txn.delete(R.k_task(info.ref["identity"], rid))
+    for k, v in list(txn.scan(b"lease/")):
+        if R.unpack(v).get("run_id") in infos:
+            txn.delete(k)
 
 
 class _Changed(Exception):
@@ -441,9 +454,11 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
     ids = set(infos)
     res = RmResult(removed=sorted(ids), cascaded=sorted(ids - wanted), dry_run=dry_run)
     outside: dict[int, list[int]] = {}
+    with state_refs() as state:  # a run cut short exists only in the short-lived state
+        missing = [rid for rid in ids if txn.get(R.k_run(rid)) is None and state.get(R.k_run(rid)) is None]
+    if missing:
+        raise NotFound(f"no run with run_id={missing[0]}")
     for rid in ids:
-        if txn.get(R.k_run(rid)) is None:
-            raise NotFound(f"no run with run_id={rid}")
         for c in _consumers(txn, rid):
             if c not in ids:
                 outside.setdefault(rid, []).append(c)

@@ -89,3 +89,18 @@ def test_state_from_an_earlier_boot_is_discarded(store_dir):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_run_cut_short_can_be_removed():
+    store = current_store()
+    double(1)
+    dead = {"status": "running", "task": "double", "identity": "x:double", "start_time": 1.0,
+            "pid": 2 ** 22 + 12345, "host": R.HOST, "record": None}  # no such process
+    store.update_state(lambda txn: (txn.put(R.k_run(2), R.pack(dead)),
+                                    txn.put(R.k_task("x:double", 2), R.status_byte("running")),
+                                    txn.put(R.k_lease(b"q" * 16), R.pack({"pid": dead["pid"], "host": R.HOST,
+                                                                          "run_id": 2, "expires": 1e18}))))
+    assert dict(zip(terra.get_runs()["run_id"], terra.get_runs()["status"])) == {2: "interrupted", 1: "success"}
+    terra.rm([2])
+    assert list(terra.get_runs()["run_id"]) == [1]
+    assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []
