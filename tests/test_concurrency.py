@@ -104,3 +104,35 @@ def test_expired_lease_of_other_host_is_taken_over(tmp_path):
         assert 0.8 < time.time() - t0 < 10
     finally:
         terra.configure(lease_seconds=30.0, quiet=False)
+
+
+MANY = '''
+import sys
+sys.path.insert(0, {dir!r})
+import terra
+terra.configure(quiet=True)
+
+@terra.task
+def job(worker, i):
+    return worker * 1000 + i
+
+ids = [job({worker}, i, return_run_id=True)[0] for i in range(25)]
+print(" ".join(map(str, ids)), flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_run_ids_unique_and_dense_across_processes(tmp_path):
+    env = _env(tmp_path)
+    procs = []
+    for w in range(4):
+        script = tmp_path / f"many{w}.py"
+        script.write_text(MANY.format(dir=str(tmp_path), worker=w))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ids = [int(x) for o in outs for x in o.split()]
+    assert sorted(ids) == list(range(1, 101))  # no id shared, none skipped
+    terra.configure(storage_dir=str(tmp_path / "store"))
+    runs = terra.get_runs()
+    assert sorted(runs["run_id"]) == list(range(1, 101)) and set(runs["status"]) == {"success"}
