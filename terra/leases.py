@@ -56,8 +56,13 @@ def committed_counter(store: Store) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
-def end(txn, t, run_id: int, key: bytes) -> None:
-    """Clear a run's short-lived state: its running ref and, if still ours, its lease."""
+def end(txn, t, run_id: int, key: bytes, give_back: bool = False) -> None:
+    """Clear a run's short-lived state: its running ref and, if still ours, its lease.
+
+    ``give_back``: the run never ran; return its id if no later run took one.
+    """
+    if give_back and txn.get(R.K_COUNTER) == R.rid8(run_id):
+        txn.put(R.K_COUNTER, R.rid8(run_id - 1))
     txn.delete(R.k_run(run_id))
     txn.delete(R.k_task(t.identity, run_id))
     raw = txn.get(R.k_lease(key))

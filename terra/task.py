@@ -333,7 +333,7 @@ def _execute(t: Task, args, kwargs, force: bool):
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
                 return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
-            store.update_state(lambda txn: end(txn, t, value, key))
+            store.update_state(lambda txn, rid=value: end(txn, t, rid, key, give_back=True))
             return _hit(t, store, hit, cfg)
         wait(store, key, value)
 
