@@ -104,3 +104,22 @@ def test_a_run_cut_short_can_be_removed():
     terra.rm([2])
     assert list(terra.get_runs()["run_id"]) == [1]
     assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []
+
+
+def test_call_finished_elsewhere_while_taking_the_lease(monkeypatch):
+    """The race _begin guards: the result lands between our lookup and our lease."""
+    import terra.task as T
+
+    store = current_store()
+    double(4)  # run 1: its result is in the cache
+    real, calls = T._lookup, []
+
+    def first_lookup_misses(store, key):
+        calls.append(key)
+        return None if len(calls) == 1 else real(store, key)
+
+    monkeypatch.setattr(T, "_lookup", first_lookup_misses)
+    assert double(4, return_run_id=True) == (1, 8)  # served from the cache, nothing ran
+    monkeypatch.undo()
+    assert double(5, return_run_id=True)[0] == 2  # the id it took was given back
+    assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []
