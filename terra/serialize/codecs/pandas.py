@@ -124,12 +124,32 @@ def _check_columns(df) -> None:
     if not df.columns.is_unique:
         raise _Unfaithful("its column names are not unique")
     for name, dt in df.dtypes.items():
-        if dt == object:
+        if dt == object and not _all_str(df[name]):
             raise _Unfaithful(f"column {name!r} has dtype object (Arrow would convert its values)")
     levels = df.index.levels if hasattr(df.index, "levels") else [df.index]
     for lev in levels:
-        if lev.dtype == object:
+        if lev.dtype == object and not _all_str(lev):
             raise _Unfaithful("its index has dtype object")
+
+
+def _all_str(values) -> bool:
+    """An object column of str and None (pandas 2's usual text column): Arrow keeps it exactly.
+
+    Missing values must be None: Arrow would give NaN back as None.
+    """
+    import pandas as pd
+    from pandas.api.types import infer_dtype
+
+    if infer_dtype(values, skipna=True) not in ("string", "empty"):
+        return False
+    arr = np.asarray(values, dtype=object)
+    missing = pd.isna(arr)
+    return not missing.any() or all(x is None for x in arr[missing])
+
+
+def _has_object(df) -> bool:
+    levels = df.index.levels if hasattr(df.index, "levels") else [df.index]
+    return any(dt == object for dt in df.dtypes) or any(lev.dtype == object for lev in levels)
 
 
 def _same_structure(a, b, kind: str) -> bool:
@@ -190,10 +210,17 @@ def _empty_schema(df, kind: str, pd):
         raise _Unfaithful(f"Arrow cannot represent it ({e})") from e
     if not _same_structure(empty.to_pandas(), df, kind):
         raise _Unfaithful("Arrow would give back different dtypes, columns or index")
-    md = json.loads(empty.schema.metadata[b"pandas"])
+    schema = empty.schema
+    if _has_object(df):
+        # Object columns (checked to hold only str and None) have no type without
+        # rows: they are text. Their metadata still says object, so they load as object.
+        for i, f in enumerate(schema):
+            if pa.types.is_null(f.type):
+                schema = schema.set(i, f.with_type(pa.string()))
+    md = json.loads(schema.metadata[b"pandas"])
     for k in _VOLATILE:
         md.pop(k, None)
-    out = (empty.schema, json.dumps(md))
+    out = (schema, json.dumps(md))
     if key is not None:
         if len(_schemas) >= _SCHEMA_CACHE:
             _schemas.clear()
