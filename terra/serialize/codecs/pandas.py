@@ -217,6 +217,9 @@ def _empty_schema(df, kind: str, pd):
         for i, f in enumerate(schema):
             if pa.types.is_null(f.type):
                 schema = schema.set(i, f.with_type(pa.string()))
+        # pandas 3 loads Arrow text as its `str` dtype: then object would not come back.
+        if not _has_object(schema.empty_table().to_pandas()):
+            raise _Unfaithful("Arrow would give its object columns back as another dtype")
     md = json.loads(schema.metadata[b"pandas"])
     for k in _VOLATILE:
         md.pop(k, None)
