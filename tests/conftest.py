@@ -7,6 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Timing is not what these properties test: a slow CI machine must not fail them.
+settings.register_profile("terra", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("terra")
 
 # Subprocess tests run helper code that imports terra from this checkout.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
