@@ -367,3 +367,32 @@ def test_inputs_recorded_as_given_even_if_mutated():
     x = np.arange(5.0)
     assert mutates(x) == -5.0
     assert (terra.inp(mutates.last_run_id)["a"].load() == np.arange(5.0)).all()
+
+
+@Task
+def plot(n):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(n), np.arange(n) ** 2)
+    return {"fig": fig, "arr": np.arange(n)}
+
+
+def test_artifact_views_for_notebooks(tmp_path):
+    out = plot(5)
+    png = tmp_path / "fig.png"
+    out["fig"].save_png(str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = out["fig"].load()
+    assert len(fig.axes) == 1 and list(fig.axes[0].lines[0].get_ydata()) == [0, 1, 4, 9, 16]
+    arr = out["arr"]
+    assert "int64" in repr(arr) and "(5,)" in repr(arr) and f"run_id={arr.run_id}" in repr(arr)
+    html = arr._repr_html_()
+    assert arr.id[:12] in html and "numpy.ndarray" in html
+    import pickle
+
+    again = pickle.loads(pickle.dumps(arr))  # handed to worker processes as an id, not a value
+    assert again == arr and (again.load() == np.arange(5)).all()
