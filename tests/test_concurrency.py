@@ -136,3 +136,34 @@ def test_run_ids_unique_and_dense_across_processes(tmp_path):
     terra.configure(storage_dir=str(tmp_path / "store"))
     runs = terra.get_runs()
     assert sorted(runs["run_id"]) == list(range(1, 101)) and set(runs["status"]) == {"success"}
+
+
+@terra.task
+def squares(n):
+    import numpy as np
+
+    return np.arange(n) ** 2
+
+
+def _pool_work(n):
+    a = squares(n)
+    return a.run_id, float(a.load().sum())
+
+
+@pytest.mark.slow
+def test_tasks_in_a_forked_process_pool(tmp_path):
+    """Workers forked after the parent opened the store reopen it and record their runs."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
+    try:
+        squares(3)  # the parent has the store (and its short-lived state) open before forking
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as pool:
+            results = list(pool.map(_pool_work, range(3, 13)))
+        assert [s for _, s in results] == [float(sum(i * i for i in range(n))) for n in range(3, 13)]
+        assert sorted(r for r, _ in results) == list(range(1, 11))
+        assert sorted(terra.get_runs()["run_id"]) == list(range(1, 11)) and terra.fsck().ok
+        assert squares(3).run_id == 1 and squares(20).run_id == 11  # the parent still works
+    finally:
+        terra.configure(quiet=False)
