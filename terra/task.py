@@ -426,8 +426,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
                     fields["run_dir_tree"] = store_path(store, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded as the run's failure, then raised
         if exc is None or isinstance(exc, SerializationError):
-            status, exc, output = "failure", e, None
-            error = _error_info(e)
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failure"
+            exc, output, error = e, None, _error_info(e)
     finally:
         if t.cache:
             leases.release(store, key, run_id)
@@ -443,9 +443,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     produced_ids = {bytes(a.__terra_ref__) for a in produced}
     if isinstance(output, ObjectId):
         produced_ids.add(bytes(output))
-    store.commit([(inputs_id, inputs_tree), (rec_id, record)],
-                 lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
-    store.update_state(lambda txn: end(txn, t, run_id, key))
+    try:
+        store.commit([(inputs_id, inputs_tree), (rec_id, record)],
+                     lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
+    finally:
+        # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
+        store.update_state(lambda txn: end(txn, t, run_id, key))
     if exc is not None:
         raise exc
     return run_id, view
