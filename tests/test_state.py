@@ -125,3 +125,20 @@ def test_call_finished_elsewhere_while_taking_the_lease(monkeypatch):
     monkeypatch.undo()
     assert double(5, return_run_id=True)[0] == 2  # the id it took was given back
     assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []
+
+
+def test_failed_final_commit_leaves_no_lease(monkeypatch):
+    """A store that refuses the record (disk full, say): the error surfaces, nothing waits on it."""
+    from terra.errors import StoreError
+
+    store = current_store()
+
+    def refuse(*a, **k):
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(store, "commit", refuse)
+    with pytest.raises(StoreError, match="no space"):
+        double(21)
+    monkeypatch.undo()
+    assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []
+    assert double(21) == 42  # computed now, without waiting out a stale lease
