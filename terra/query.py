@@ -87,14 +87,17 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
         rows.append({
             "run_id": rid, "task": fields.get("task"), "module": fields.get("module"),
             "fn": fields.get("fn"), "status": st,
-            "start_time": pd.to_datetime(start, unit="s", utc=True) if start else pd.NaT,
-            "end_time": pd.to_datetime(end, unit="s", utc=True) if end else pd.NaT,
+            "start_time": start or None, "end_time": end or None,
             "duration": (end - start) if end and start else None,
             "hostname": fields.get("host"), "user": fields.get("user"),
             "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
             "parents": list(fields.get("parents") or []), "error": err.get("type"),
         })
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    # One conversion per column, not per row (per-row Timestamps dominated the cost).
+    for col in ("start_time", "end_time"):
+        df[col] = pd.to_datetime(df[col].astype("float64"), unit="s", utc=True)
+    return df
 
 
 def get_artifact(id_or_prefix: str, store: Store | None = None):
