@@ -44,6 +44,8 @@ class Config:
 
 
 _lock = threading.Lock()
+# Settings changed by configure(), for child processes (JSON).
+_OVERRIDES = "TERRA_CONFIG_OVERRIDES"
 _config: Config | None = None
 
 
@@ -60,6 +62,12 @@ def _load() -> Config:
             raise ConfigError(f"{path}: expected a JSON object")
     if os.environ.get("TERRA_STORAGE_DIR"):
         values["storage_dir"] = os.environ["TERRA_STORAGE_DIR"]
+    overrides = os.environ.get(_OVERRIDES)
+    if overrides:
+        try:
+            values.update(json.loads(overrides))
+        except ValueError as e:
+            raise ConfigError(f"cannot read {_OVERRIDES}: {e}") from e
     return _make(Config(), values)
 
 
@@ -89,7 +97,11 @@ def get_config() -> Config:
 
 
 def configure(**settings) -> Config:
-    """Change settings for this process, e.g. ``terra.configure(storage_dir=tmp)``.
+    """Change settings for this process and the processes it starts.
+
+    E.g. ``terra.configure(storage_dir=tmp)``. The changes are also placed in
+    the environment, so workers of a spawn or forkserver process pool (which
+    do not inherit this process's memory) use the same store.
 
     Raises:
         ConfigError: an unknown key or a value of the wrong type.
@@ -98,6 +110,12 @@ def configure(**settings) -> Config:
     new = _make(get_config(), settings)
     with _lock:
         _config = new
+        try:
+            current = json.loads(os.environ.get(_OVERRIDES) or "{}")
+        except ValueError:
+            current = {}
+        current.update({k: getattr(new, k) for k in settings})
+        os.environ[_OVERRIDES] = json.dumps(current)
     return new
 
 
@@ -106,3 +124,4 @@ def reset() -> None:
     global _config
     with _lock:
         _config = None
+        os.environ.pop(_OVERRIDES, None)

@@ -27,6 +27,7 @@ def rng() -> np.random.Generator:
 def subprocess_env() -> dict[str, str]:
     """Environment for a child ``python`` that imports terra from this checkout."""
     env = dict(os.environ)
+    env.pop("TERRA_CONFIG_OVERRIDES", None)  # settings of the test process are not the child's
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -35,3 +36,12 @@ def subprocess_env() -> dict[str, str]:
 def python() -> str:
     """The interpreter running the tests, for subprocesses."""
     return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _never_the_home_store(tmp_path_factory):
+    """A test that forgets to choose a store writes to a temporary one, never to ~/.terra."""
+    import terra
+
+    terra.configure(storage_dir=str(tmp_path_factory.getbasetemp() / "default-store"))
+    yield

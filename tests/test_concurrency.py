@@ -34,7 +34,9 @@ print("RESULT", out, flush=True)
 def _env(tmp_path, lease=30.0):
     cfg = tmp_path / "terra_config.json"
     cfg.write_text(json.dumps({"storage_dir": str(tmp_path / "store"), "lease_seconds": lease}))
-    return {**os.environ, "TERRA_CONFIG_PATH": str(cfg), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "TERRA_CONFIG_PATH": str(cfg), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TERRA_CONFIG_OVERRIDES", None)  # this process's terra.configure() calls are not theirs
+    return env
 
 
 @pytest.mark.slow
@@ -165,5 +167,22 @@ def test_tasks_in_a_forked_process_pool(tmp_path):
         assert sorted(r for r, _ in results) == list(range(1, 11))
         assert sorted(terra.get_runs()["run_id"]) == list(range(1, 11)) and terra.fsck().ok
         assert squares(3).run_id == 1 and squares(20).run_id == 11  # the parent still works
+    finally:
+        terra.configure(quiet=False)
+
+
+@pytest.mark.slow
+def test_spawned_workers_use_the_configured_store(tmp_path):
+    """terra.configure() reaches workers that do not inherit memory (spawn, forkserver)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    terra.configure(storage_dir=str(tmp_path / "spawned"), quiet=True)
+    try:
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_pool_work, [3, 4, 5]))
+        assert sorted(r for r, _ in results) == [1, 2, 3]
+        assert sorted(terra.get_runs()["run_id"]) == [1, 2, 3]
+        assert squares(4).run_id in {r for r, _ in results}  # a hit on a worker's run
     finally:
         terra.configure(quiet=False)
