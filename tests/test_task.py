@@ -396,3 +396,33 @@ def test_artifact_views_for_notebooks(tmp_path):
 
     again = pickle.loads(pickle.dumps(arr))  # handed to worker processes as an id, not a value
     assert again == arr and (again.load() == np.arange(5)).all()
+
+
+@Task
+def links_out(n, run_dir=None):
+    data = os.path.join(os.path.dirname(run_dir), "..", "shared-data")
+    os.makedirs(data, exist_ok=True)
+    with open(os.path.join(data, "big.bin"), "wb") as f:
+        f.write(b"\0" * 100_000)
+    os.symlink(os.path.abspath(data), os.path.join(run_dir, "data"))  # a dataset it only points at
+    os.symlink(".", os.path.join(run_dir, "loop"))  # would never end if followed
+    with open(os.path.join(run_dir, "result.txt"), "w") as f:
+        f.write(str(n))
+    return n
+
+
+def test_run_dir_keeps_symlinks_as_links():
+    links_out(3)
+    rid = links_out.last_run_id
+    tree = terra.get_run(rid)["run_dir_tree"]
+    from terra.session import current_store
+
+    snap = current_store().get(tree)
+    assert [name for name, _ in snap.entries] == ["result.txt"]  # the 100 kB behind the link is not copied
+    assert set(snap.meta["links"]) == {"data", "loop"}
+    path = terra.get_run_dir(rid)
+    shutil.rmtree(path)
+    restored = terra.get_run_dir(rid)
+    assert os.readlink(os.path.join(restored, "loop")) == "."
+    assert os.path.islink(os.path.join(restored, "data"))
+    assert open(os.path.join(restored, "result.txt")).read() == "3"

@@ -57,16 +57,25 @@ def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
     entries: list[tuple[str, ObjectId]] = []
     execs: list[str] = []
     empty: list[str] = []
+    links: dict[str, str] = {}
     if os.path.isdir(path):
         meta["path_kind"] = "dir"
-        for root, dirs, files in os.walk(path, followlinks=True):
-            dirs.sort()
+        # Symbolic links are kept as links: following them could copy a whole
+        # dataset a run merely pointed at into the store, or loop forever.
+        for root, dirs, files in os.walk(path):
             rel = os.path.relpath(root, path)
             rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for name in [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                links[rel + name] = os.readlink(os.path.join(root, name))
+                dirs.remove(name)
+            dirs.sort()
             if not dirs and not files and rel:
                 empty.append(rel.rstrip("/"))
             for name in files:
                 full = os.path.join(root, name)
+                if os.path.islink(full):
+                    links[rel + name] = os.readlink(full)
+                    continue
                 entries.append((rel + name, _file_blob(enc, full)))
                 if os.stat(full).st_mode & stat.S_IXUSR:
                     execs.append(rel + name)
@@ -82,6 +91,8 @@ def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
         meta["exec"] = sorted(execs)
     if empty:
         meta["empty_dirs"] = sorted(empty)
+    if links:
+        meta["links"] = links
     return enc.emit(Tree("dir", tuple(entries), meta))
 
 
@@ -170,6 +181,12 @@ def restore_path(store, oid, dest) -> str:
         full = _safe_join(dest, rel)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         _write_file(store, fid, full, rel in execs)
+    for rel, target in sorted(obj.meta.get("links", {}).items()):
+        full = _safe_join(dest, rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        if os.path.lexists(full):
+            os.remove(full)
+        os.symlink(target, full)
     return dest
 
 
