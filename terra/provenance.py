@@ -102,15 +102,13 @@ def provenance(ref, downstream: bool = False, store: Store | None = None) -> "Li
     artifact = None
     if kind == "artifact":
         artifact = ObjectId(value)
-        with store.refs() as txn:
-            raw = txn.get(b"produced/" + bytes(artifact))
+        focus = R.producer_of(store, artifact)
         hint = getattr(ref, "run_id", None)  # an Artifact knows the run it came from
-        if raw is None and isinstance(hint, int):
+        if focus is None and isinstance(hint, int):
             with store.refs() as txn:
-                raw = R.rid8(hint) if txn.get(R.k_run(hint)) is not None else None
-        if raw is None:  # an input given directly, not produced by any recorded run
+                focus = hint if txn.get(R.k_run(hint)) is not None else None
+        if focus is None:  # an input given directly, not produced by any recorded run
             return Lineage(store, {}, [], None, artifact.hex(), downstream)
-        focus = int.from_bytes(raw, "big")
     else:
         focus = int(value)
     edges: set[tuple[int, int, bytes]] = set()  # plain tuples: hashing and sorting dataclasses is slow

@@ -56,7 +56,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
     with store.refs() as txn:
         if identity is not None or (isinstance(name, str) and ":" in name):
             ident, name = identity or name, None
-            prefix = b"task/" + ident.encode() + b"\0"
+            prefix = R.k_task_prefix(ident)
             ids = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(prefix, reverse=True)]
             refs = [(rid, txn.get(R.k_run(rid))) for rid in ids]
         else:
@@ -112,14 +112,7 @@ def get_artifact(id_or_prefix: str, store: Store | None = None):
     oid = store.resolve(id_or_prefix) if len(id_or_prefix) != 32 else store._oid(id_or_prefix)
     if not store.has(oid):
         raise NotFound(f"no object {id_or_prefix}")
-    return Artifact(oid, _producer_of(store, oid), store.root)
-
-
-def _producer_of(store: Store, oid) -> int | None:
-    """The earliest run whose output contains ``oid`` (from the producer index)."""
-    with store.refs() as txn:
-        raw = txn.get(b"produced/" + bytes(oid))
-    return int.from_bytes(raw, "big") if raw else None
+    return Artifact(oid, R.producer_of(store, oid), store.root)
 
 
 def load(id_or_prefix: str, store: Store | None = None):

@@ -286,22 +286,8 @@ class _Info:
 
 
 def _scan(txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    """``txn.scan(prefix)`` as a list, in read and write transactions alike."""
-    try:
-        return list(txn.scan(prefix))
-    except AttributeError:
-        # LMDBBackend's write transactions yield memoryview keys, which its
-        # scan() cannot compare with startswith; read its cursor directly.
-        # TODO: drop once _RefTxn.scan converts keys (reported to the store owner).
-        cur = txn.txn.cursor(db=txn.db)
-        out = []
-        if cur.set_range(prefix):
-            for k, v in cur:
-                k = bytes(k)
-                if not k.startswith(prefix):
-                    break
-                out.append((k, bytes(v)))
-        return out
+    """``txn.scan(prefix)`` as a list, so the caller may delete keys while going through it."""
+    return list(txn.scan(prefix))
 
 
 def _consumers(txn, rid: int) -> set[int]:
@@ -505,8 +491,8 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
             if raw is not None and raw[:8] == r8:
                 txn.delete(R.k_cache(info.cache_key))
         for oid in info.produced:
-            if txn.get(b"produced/" + oid) == r8:
-                txn.delete(b"produced/" + oid)
+            if txn.get(R.k_produced(oid)) == r8:
+                txn.delete(R.k_produced(oid))
         # Both copies of every edge touching the run (inputs and consumers).
         for k, _ in _scan(txn, b"edge/c/" + r8):
             producer, art = k[15:23], k[23:]

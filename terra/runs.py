@@ -61,8 +61,16 @@ def k_run(run_id: int) -> bytes:
     return b"run/" + rid8(run_id)
 
 
+def k_task_prefix(identity: str) -> bytes:
+    return b"task/" + identity.encode() + b"\0"
+
+
 def k_task(identity: str, run_id: int) -> bytes:
-    return b"task/" + identity.encode() + b"\0" + rid8(run_id)
+    return k_task_prefix(identity) + rid8(run_id)
+
+
+def k_produced(artifact: bytes) -> bytes:
+    return b"produced/" + bytes(artifact)
 
 
 def k_cache(key: bytes) -> bytes:
@@ -346,6 +354,13 @@ def get_run_dir(run_id: int, store: Store | None = None) -> str:
 
     restore_path(store, snap, path)
     return path
+
+
+def producer_of(store: Store, artifact) -> int | None:
+    """The first run that output ``artifact`` (from the producer index), or None."""
+    with store.refs() as txn:
+        raw = txn.get(k_produced(artifact))
+    return int.from_bytes(raw, "big") if raw else None
 
 
 def _store() -> Store:

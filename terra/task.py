@@ -187,9 +187,8 @@ class Task:
         return rid
 
     def _runs(self, store: Store, reverse=False):
-        prefix = b"task/" + self.identity.encode() + b"\0"
         with store.refs() as txn:
-            items = list(txn.scan(prefix, reverse=reverse))
+            items = list(txn.scan(R.k_task_prefix(self.identity), reverse=reverse))
         return [(int.from_bytes(k[-8:], "big"), R.byte_status(v)) for k, v in items]
 
     def out(self, run_id: int | None = None):
@@ -466,8 +465,8 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
         txn.put(R.k_edge_c(run_id, producer, art), b"")
         txn.put(R.k_edge_p(producer, run_id, art), b"")
     for oid in produced_ids:  # first producer wins: get_artifact(id) names it
-        if txn.get(b"produced/" + oid) is None:
-            txn.put(b"produced/" + oid, R.rid8(run_id))
+        if txn.get(R.k_produced(oid)) is None:
+            txn.put(R.k_produced(oid), R.rid8(run_id))
     committed = txn.get(R.K_COMMITTED)
     if committed is None or int.from_bytes(committed, "big") < run_id:
         txn.put(R.K_COMMITTED, R.rid8(run_id))

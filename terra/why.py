@@ -115,8 +115,7 @@ def why(run_id, store: Store | None = None) -> WhyResult:
     mine = _inputs(store, rec)
     best = None
     with store.refs() as txn:
-        prefix = b"task/" + identity.encode() + b"\0"
-        earlier = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(prefix, reverse=True)]
+        earlier = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(R.k_task_prefix(identity), reverse=True)]
     earlier = [e for e in earlier if e < rid][:CANDIDATES]
     for cand in earlier:
         try:
