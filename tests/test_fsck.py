@@ -11,25 +11,7 @@ import textwrap
 import pytest
 
 import terra
-from terra import demo
 from terra import runs as R
-from terra.session import current_store
-
-
-@pytest.fixture
-def store(tmp_path):
-    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
-    yield current_store()
-    terra.configure(quiet=False)
-
-
-@pytest.fixture
-def iris(store):
-    data = demo.download_iris(demo.IRIS_CSV)
-    splits = demo.split_data(df=data, train_frac=0.7)
-    model = demo.train(data, splits["train"])
-    demo.evaluate(data, splits["test"], model)
-    return {"test": splits["test"].id, "weights": model["weights"].id}
 
 
 CORRUPT = '''

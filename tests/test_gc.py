@@ -20,14 +20,6 @@ from terra.gc import StoreBusy
 from terra.io import Artifact
 from terra.objects import Blob, ObjectId, Tree, references
 from terra.retention import RemovalRefused, RunInUse, RunPinned, tags
-from terra.session import current_store
-
-
-@pytest.fixture
-def store(tmp_path):
-    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
-    yield current_store()
-    terra.configure(quiet=False)
 
 
 @terra.task

@@ -14,27 +14,6 @@ import terra
 from terra import demo
 from terra.errors import AmbiguousPrefix, NotFound
 from terra.provenance import Edge
-from terra.session import current_store
-
-
-@pytest.fixture
-def store(tmp_path):
-    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
-    yield current_store()
-    terra.configure(quiet=False)
-
-
-@pytest.fixture
-def iris(store):
-    """Runs 1-4 of the demo pipeline and the artifacts passed between them."""
-    data = demo.download_iris(demo.IRIS_CSV)
-    splits = demo.split_data(df=data, train_frac=0.7)
-    model = demo.train(data, splits["train"])
-    demo.evaluate(data, splits["test"], model)
-    assert [demo.download_iris.last_run_id, demo.split_data.last_run_id, demo.train.last_run_id,
-            demo.evaluate.last_run_id] == [1, 2, 3, 4]
-    return {"data": data.id, "train": splits["train"].id, "test": splits["test"].id,
-            "weights": model["weights"].id, "metrics": terra.get_run(4)["output"].hex()}
 
 
 def _edges(iris, *pairs):

@@ -10,26 +10,11 @@ import pytest
 
 from terra.serialize import hash_value, load_value, store_value, summarize
 from terra.serialize.codecs.pickle import PickleWarning
-from terra.store import MemoryBackend, Store, open_store
+from terra.store import MemoryBackend, Store
+
+from _value_fixtures import backend_store, fresh_pickle_warnings  # noqa: F401 - fixtures "store" and autouse
 
 
-@pytest.fixture(params=["lmdb", "memory"])
-def store(request, tmp_path):
-    if request.param == "lmdb":
-        s = open_store(str(tmp_path / "store"))
-        yield s
-        s.backend.close()
-    else:
-        yield Store(MemoryBackend())
-
-
-@pytest.fixture(autouse=True)
-def fresh_pickle_warnings():
-    from terra.serialize.codecs import pandas as pd_codec
-    from terra.serialize.codecs import pickle as pk
-
-    pk._warned.clear()
-    pd_codec._warned.clear()
 
 
 def rich_frame(n: int = 20) -> pd.DataFrame:
