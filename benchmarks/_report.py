@@ -15,6 +15,7 @@ import time
 from typing import Callable, Mapping, Sequence
 
 __all__ = [
+    "MB",
     "fmt_bytes",
     "fmt_rate",
     "fmt_ratio",
@@ -24,6 +25,8 @@ __all__ = [
     "time_once",
     "warm_memory",
 ]
+
+MB = 1_000_000  # decimal, as the tables print it
 
 Report = Callable[[str, Sequence[str], Sequence[Sequence[object]]], None]
 

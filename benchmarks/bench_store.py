@@ -33,7 +33,7 @@ from terra import objects
 from terra.objects import model
 from terra.store import open_store
 
-from ._report import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, paired, warm_memory
+from ._report import MB, fmt_bytes, fmt_rate, fmt_ratio, fmt_time, paired, warm_memory
 
 try:  # the peer is optional
     import joblib
@@ -42,7 +42,6 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["run"]
 
-MB = 1_000_000
 
 
 def _cases(quick: bool):

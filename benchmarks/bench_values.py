@@ -31,46 +31,7 @@ import xxhash
 from terra.serialize import hash_value, load_value, store_value
 from terra.store import open_store
 
-try:
-    from ._report import fmt_bytes, fmt_ratio, fmt_time, make_reporter, paired, warm_memory
-except ImportError:  # pragma: no cover - run from a checkout without the harness
-    import statistics
-    import time
-
-    def fmt_time(s):
-        return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
-
-    def fmt_bytes(n):
-        return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-    def fmt_ratio(x, digits=2):
-        return f"{x:.{digits}f}x"
-
-    def warm_memory(nbytes):
-        np.ones(max(nbytes, 1), np.uint8)
-
-    def paired(fns, reps, setup=None, teardown=None, warmup=1):
-        setup, teardown, times = setup or {}, teardown or {}, {k: [] for k in fns}
-        for i in range(warmup + reps):
-            for k, fn in fns.items():
-                setup.get(k, lambda: None)()
-                t = time.perf_counter()
-                fn()
-                t = time.perf_counter() - t
-                teardown.get(k, lambda: None)()
-                if i >= warmup:
-                    times[k].append(t)
-        return {k: statistics.median(v) for k, v in times.items()}
-
-    def make_reporter(plain=True):
-        def report(title, columns, rows):
-            cells = [[str(c) for c in columns]] + [[str(v) for v in r] for r in rows]
-            widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-            print(f"\n{title}")
-            for r in cells:
-                print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
-
-        return report
+from ._report import MB, fmt_bytes, fmt_ratio, fmt_time, make_reporter, paired, warm_memory
 
 try:
     import joblib
@@ -79,7 +40,6 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["run"]
 
-MB = 1_000_000
 
 
 def _frame(n: int):
@@ -205,6 +165,4 @@ def run(report, quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    plain = "--plain" in sys.argv
-    run(make_reporter(plain=plain) if "make_reporter" in globals() else make_reporter(),
-        quick="--quick" in sys.argv)
+    run(make_reporter(plain="--plain" in sys.argv), quick="--quick" in sys.argv)

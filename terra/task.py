@@ -289,6 +289,7 @@ def _key_default(obj):
     raise TypeError(f"unexpected {type(obj).__name__} in a cache key")
 
 
+_NAN = float("nan")
 _key_packer = msgpack.Packer(use_bin_type=True, default=_key_default)
 
 
@@ -298,8 +299,6 @@ def _cache_key(t: Task, entries: dict) -> bytes:
     items = [(k, _NAN if (type(v) is float and v != v) else v) for k, v in sorted(entries.items())]
     return xxhash.xxh3_128_digest(_key_packer.pack(("terra-call-1", t.identity, code, items)))
 
-
-_NAN = float("nan")
 
 
 def _execute(t: Task, args, kwargs, force: bool):

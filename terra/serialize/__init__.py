@@ -33,18 +33,8 @@ from .registry import PickleWarning, register_codec
 
 
 def figure_png(store, oid) -> bytes:
-    """The PNG bytes of a stored matplotlib figure.
-
-    Args:
-        store: a :class:`terra.store.Store`.
-        oid: the figure's id.
-
-    Returns:
-        The PNG file contents.
-
-    Raises:
-        SerializationError: ``oid`` is not a stored figure.
-    """
+    """The PNG bytes of a stored matplotlib figure (see :func:`.codecs.figure.figure_png`)."""
+    # Imported on call: the codecs load on first use, not with terra.serialize.
     from .codecs.figure import figure_png as _png
 
     return _png(store, oid)
