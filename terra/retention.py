@@ -477,9 +477,6 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
         return res
     for name in pinned:
         txn.delete(_k_tag(name))
-    leases = [k for k, v in _scan(txn, b"lease/") if R.unpack(v).get("run_id") in ids]
-    for k in leases:
-        txn.delete(k)
     for rid, info in infos.items():
         r8 = R.rid8(rid)
         txn.delete(R.k_run(rid))
