@@ -419,7 +419,7 @@ def _holders(txn, state_refs, infos: dict[int, _Info], counter: int,
 
 
 def _holding(txn, state, infos, produced, counter, pending) -> dict[int, set[int]]:
-    raw = state.get(R.K_COUNTER) or txn.get(R.K_COUNTER)
+    raw = state.get(R.K_COUNTER)
     now = int.from_bytes(raw, "big") if raw else 0
     out: dict[int, set[int]] = {}
     for r in [*pending, *range(counter + 1, now + 1)]:
