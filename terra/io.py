@@ -11,6 +11,9 @@ from .session import store_at
 __all__ = ["Artifact"]
 
 
+_UNRESOLVED = object()
+
+
 class Artifact:
     """A stored value: ``.load()`` it, pass it to another task, or look at ``.id``.
 
@@ -18,7 +21,7 @@ class Artifact:
     produced it, and its id is used in the cache key as is (never re-hashed).
     """
 
-    __slots__ = ("_oid", "run_id", "_root", "_summary")
+    __slots__ = ("_oid", "_run_id", "_record", "_root", "_summary")
 
     def __init__(self, oid: ObjectId, run_id: int | None = None, root: str | None = None):
         if root is None:
@@ -26,7 +29,8 @@ class Artifact:
 
             root = current_store().root
         self._oid = ObjectId(oid)
-        self.run_id = run_id
+        self._run_id = run_id
+        self._record: bytes | None = None
         self._root = root
         self._summary: dict | None = None
 
@@ -40,8 +44,22 @@ class Artifact:
         return self._oid
 
     @property
+    def run_id(self) -> int | None:
+        """The local run id of the run that produced the value (None if unknown here)."""
+        if self._run_id is _UNRESOLVED:
+            from .runs import k_record
+
+            raw = self.store.get_ref(k_record(self._record)) if self._record else None
+            self._run_id = int.from_bytes(raw, "big") if raw else None
+        return self._run_id
+
+    @property
     def store(self):
-        """The store holding the value."""
+        """The store holding the value (the current store for an unpickled Artifact)."""
+        if self._root is None:
+            from .session import current_store
+
+            return current_store()
         return store_at(self._root)
 
     def load(self):
@@ -73,7 +91,15 @@ class Artifact:
         return hash(self._oid)
 
     def __reduce__(self):
-        return (Artifact, (bytes(self._oid), self.run_id, self._root))
+        # No local path, no local run id: the value's id and its producer's record id mean
+        # the same in every store, so the Artifact can travel to a worker or a colleague.
+        record = self._record
+        if record is None and self._run_id not in (None, _UNRESOLVED):
+            from .runs import record_of
+
+            with self.store.refs() as txn:
+                record = record_of(txn, self._run_id)
+        return (_unpickle, (bytes(self._oid), None if record is None else bytes(record)))
 
     def _describe(self) -> str:
         try:
@@ -97,3 +123,11 @@ class Artifact:
         run = f" from run {self.run_id}" if self.run_id is not None else ""
         return (f"<div><b>terra Artifact</b> <code>{self.id[:12]}</code>{html.escape(run)}"
                 f"<br/><span>{html.escape(self._describe())}</span></div>")
+
+
+def _unpickle(oid: bytes, record: bytes | None) -> Artifact:
+    """An Artifact as pickled: its store is wherever it is loaded, its run found by record id."""
+    a = Artifact.__new__(Artifact)
+    a._oid, a._record, a._root, a._summary = ObjectId(oid), record, None, None
+    a._run_id = _UNRESOLVED if record is not None else None
+    return a
