@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from .errors import NotFound
 from .objects import ObjectId
 from ._format import human_size as _size
 from .session import store_at
@@ -66,7 +67,14 @@ class Artifact:
         """The value; a fresh, independent copy on every call."""
         from .serialize import load_value
 
-        return load_value(self.store, self._oid)
+        store = self.store
+        try:
+            return load_value(store, self._oid)
+        except NotFound:
+            # Pulled with --records-only: fetch what is missing (verified) from the default remote.
+            if not _fetch_missing(store, self._oid):
+                raise
+            return load_value(store, self._oid)
 
     @property
     def summary(self) -> dict:
@@ -123,6 +131,17 @@ class Artifact:
         run = f" from run {self.run_id}" if self.run_id is not None else ""
         return (f"<div><b>terra Artifact</b> <code>{self.id[:12]}</code>{html.escape(run)}"
                 f"<br/><span>{html.escape(self._describe())}</span></div>")
+
+
+def _fetch_missing(store, oid: ObjectId) -> int:
+    """Objects fetched from the default remote for ``oid`` (0 when there is no remote)."""
+    from .remote.config import default_remote
+
+    if default_remote(store) is None:
+        return 0
+    from .remote import fetch_missing
+
+    return fetch_missing(store, oid)
 
 
 def _unpickle(oid: bytes, record: bytes | None) -> Artifact:
