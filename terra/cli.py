@@ -191,7 +191,8 @@ def cli(store_path):
     if store_path:
         terra.configure(storage_dir=store_path)
     path = terra.get_config().store_path
-    if not os.path.isdir(os.path.join(path, "objects.lmdb")):
+    if click.get_current_context().invoked_subcommand != "clone" and not os.path.isdir(
+            os.path.join(path, "objects.lmdb")):
         raise NotFound(f"no terra store at {path} (use --store PATH or set TERRA_STORAGE_DIR)")
 
 
@@ -538,6 +539,11 @@ def du_cmd(as_json):
                   f"unreachable: {_fmt_size(u.garbage_bytes)}")
     console.print(f"dedup ratio: {u.dedup_ratio:.2f}x ({_fmt_size(u.logical_bytes)} if every run "
                   "stored its own copy)")
+
+
+from .remote.cli import register as _register_remote  # noqa: E402 - remote, push, pull, clone
+
+_register_remote(cli)
 
 
 def main(argv=None) -> None:

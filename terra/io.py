@@ -48,10 +48,10 @@ class Artifact:
     def run_id(self) -> int | None:
         """The local run id of the run that produced the value (None if unknown here)."""
         if self._run_id is _UNRESOLVED:
-            from .runs import k_record
+            from .runs import run_of_record
 
-            raw = self.store.get_ref(k_record(self._record)) if self._record else None
-            self._run_id = int.from_bytes(raw, "big") if raw else None
+            with self.store.refs() as txn:
+                self._run_id = run_of_record(txn, self._record)
         return self._run_id
 
     @property

@@ -207,6 +207,15 @@ def record_of(txn, run_id: int) -> bytes | None:
     return None if raw is None else unpack(raw).get("record")
 
 
+def run_of_record(txn, record: bytes) -> int | None:
+    """The local run id whose record is ``record`` (None if no run here has it, or it was removed)."""
+    raw = txn.get(k_record(record))
+    if raw is None:
+        return None
+    rid = int.from_bytes(raw, "big")
+    return rid if txn.get(k_run(rid)) is not None else None
+
+
 def parent_records(store: Store, run_ids) -> list[str]:
     """The record ids (32 hex, sorted) of the finished runs ``run_ids``: a record's ``parents``."""
     with store.refs() as txn:
@@ -224,11 +233,9 @@ def local_parents(txn, parents) -> list[int]:
         if isinstance(p, int):
             out.add(p)
             continue
-        raw = txn.get(k_record(bytes.fromhex(p)))
-        if raw is not None:
-            rid = int.from_bytes(raw, "big")
-            if txn.get(k_run(rid)) is not None:  # a removed run leaves its record/ entry behind
-                out.add(rid)
+        rid = run_of_record(txn, bytes.fromhex(p))
+        if rid is not None:
+            out.add(rid)
     return sorted(out)
 
 

@@ -60,7 +60,7 @@ def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool
             for r in dict.fromkeys(frontier):
                 if r in manifests or r in here:
                     continue
-                if txn.get(R.k_record(r)) is not None:
+                if R.run_of_record(txn, r) is not None:
                     here.add(r)
                 else:
                     fresh.append(r)
@@ -210,9 +210,8 @@ def _commit_runs(store: Store, order: list, manifests: dict, records: dict) -> l
             if status == "success" and key and txn.get(R.k_cache(bytes(key))) is None:
                 txn.put(R.k_cache(bytes(key)), R.rid8(rid) + R.pack_entry(f.get("output")))
             for art, producer in m.inputs:
-                raw = txn.get(R.k_record(producer))
-                if raw is not None:
-                    p = int.from_bytes(raw, "big")
+                p = R.run_of_record(txn, producer)
+                if p is not None:
                     txn.put(R.k_edge_c(rid, p, bytes(art)), b"")
                     txn.put(R.k_edge_p(p, rid, bytes(art)), b"")
             for oid in produced[rec]:
@@ -245,11 +244,10 @@ def _produced(store: Store, fields: dict) -> set[bytes]:
 def _set_local_tag(store: Store, name: str, rec: ObjectId, remote_uuid: str) -> None:
     from .push import _k_seen
 
-    raw = store.get_ref(R.k_record(rec))
-
     def fn(txn):
-        if txn.get(b"tag/" + name.encode()) is None and raw is not None:
-            txn.put(b"tag/" + name.encode(), raw)
+        rid = R.run_of_record(txn, rec)
+        if txn.get(b"tag/" + name.encode()) is None and rid is not None:
+            txn.put(b"tag/" + name.encode(), R.rid8(rid))
         txn.put(_k_seen(remote_uuid, name), rec.hex().encode())
 
     store.update_refs(fn)
