@@ -85,8 +85,9 @@ def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool
     result.objects = len(fetched)
     result.bytes = sum(len(raw) for _, raw in fetched)
     records = {}
+    by_id = dict(fetched)
     for rec, m in manifests.items():
-        raw = dict(fetched).get(rec)
+        raw = by_id.get(rec)
         obj = check(rec, raw) if raw is not None else store.get(rec)
         if not isinstance(obj, Run):
             raise RemoteCorrupt(f"remote {name} ({url}): run manifest {rec.hex()} names an object that is "
