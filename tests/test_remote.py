@@ -441,3 +441,28 @@ def test_cli_remote_push_pull_clone(tmp_path):
     assert r.invoke(cli, c + ["remote", "remove", "origin"]).exit_code == 0
     out = r.invoke(cli, c + ["pull", "--all"])
     assert out.exit_code == 2 and "no remote configured" in out.output
+
+
+def test_a_manifest_that_omits_objects_is_refused(tmp_path):
+    """A run whose manifest does not list everything it needs is never ingested with holes."""
+    from terra.remote.client import client
+    from terra.remote.layout import Manifest, run_path
+
+    terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
+    ns: dict = {}
+    exec(PIPE, ns)
+    ns["make"](100)
+    url = f"file://{tmp_path / 'remote'}"
+    push(all=True, remote=url)
+    cl = client(url)
+    (path, _), = cl.list("runs/")
+    rec = bytes.fromhex(path.rsplit("/", 1)[1])
+    m = Manifest.decode(cl.get(path), rec, path)
+    out = terra.out(1).id
+    m.objects = [o for o in m.objects if o.hex() != out]
+    os.remove(os.path.join(str(tmp_path / "remote"), path))
+    cl.create(run_path(rec), m.encode())
+    terra.configure(storage_dir=str(tmp_path / "B"), quiet=True)
+    with pytest.raises(RemoteCorrupt, match=out):
+        pull(all=True, remote=url)
+    assert len(terra.get_runs()) == 0

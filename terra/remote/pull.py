@@ -81,7 +81,14 @@ def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool
                 needed.setdefault(o, m.record)
     todo = [o for o, present in zip(needed, store.backend.has_many(list(needed))) if not present]
     result.objects_skipped = len(needed) - len(todo)
-    fetched = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}")
+    fetched, refs = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}")
+    # A manifest must list everything its run needs: never ingest a run with holes in it.
+    left = skipped_data(manifests, records_only)
+    dangling = [r for r in refs if r not in needed and r not in left]
+    for r, present in zip(dangling, store.backend.has_many(dangling)):
+        if not present:
+            raise RemoteCorrupt(f"remote {name} ({url}): object {r.hex()} is referred to but listed by no "
+                                f"manifest of the runs pulled (run {refs[r].hex()}); nothing was pulled")
     result.objects = len(fetched)
     result.bytes = sum(len(raw) for _, raw in fetched)
     records = {}
@@ -143,18 +150,37 @@ def _fetch(cl, name: str, oids: list, progress, why) -> list[tuple[ObjectId, byt
             progress("objects", count[0], len(oids))
 
     raws = cl.get_many([L.object_path(o) for o in oids], done)
-    out = []
+    out, refs = [], {}
     for oid, raw in zip(oids, raws):
         if raw is None:
             raise RemoteError(f"remote {name} ({cl.url}) is missing object {oid.hex()} ({why(oid)}); "
                               "nothing was pulled")
         try:
-            check(oid, raw)
+            obj = check(oid, raw)
         except CorruptObject as e:
             raise RemoteCorrupt(f"remote {name} ({cl.url}): object {oid.hex()} failed verification ({e}); "
                                 "nothing was pulled") from None
+        for r in _children(obj):
+            refs.setdefault(r, oid)
         out.append((oid, raw))
-    return out
+    return out, refs
+
+
+def _children(obj) -> list[ObjectId]:
+    from ..objects import references
+
+    if obj.kind == "chunked":
+        return [ObjectId(c) for c in obj.chunks]
+    if obj.kind == "tree":
+        return [ObjectId(r) for r in references(obj)]
+    if obj.kind == "run":  # parents are record ids as hex text, not references
+        return [ObjectId(r) for r in references(obj)]
+    return []
+
+
+def skipped_data(manifests: dict, records_only: bool) -> set:
+    """Objects a records-only pull leaves on the remote."""
+    return {o for m in manifests.values() for o in m.data} if records_only else set()
 
 
 def _agree(m: L.Manifest, fields: dict, name: str, url: str) -> None:
@@ -198,7 +224,13 @@ def _commit_runs(store: Store, order: list, manifests: dict, records: dict) -> l
     produced = {rec: _produced(store, records[rec]) for rec in order}
 
     def commit(txn):
+        ids.clear()
+        ids.update({rec: first + i for i, rec in enumerate(order)})
         for rec in order:
+            already = R.run_of_record(txn, rec)  # another pull into this store committed it meanwhile
+            if already is not None:
+                ids[rec] = already
+                continue
             rid, f, m = ids[rec], records[rec], manifests[rec]
             status = f.get("status")
             ref = {"status": status, "task": f.get("task"), "identity": f.get("identity"),
