@@ -91,20 +91,17 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
             "duration": (end - start) if end and start else None,
             "hostname": fields.get("host"), "user": fields.get("user"),
             "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
-            "parents": _parents(store, fields.get("parents")), "error": err.get("type"),
+            "parents": fields.get("parents") or [], "error": err.get("type"),
         })
+    if any(r["parents"] for r in rows):  # records name parents by record id: local run ids, in one snapshot
+        with store.refs() as txn:
+            for r in rows:
+                r["parents"] = R.local_parents(txn, r["parents"]) if r["parents"] else []
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     # One conversion per column, not per row (per-row Timestamps dominated the cost).
     for col in ("start_time", "end_time"):
         df[col] = pd.to_datetime(df[col].astype("float64"), unit="s", utc=True)
     return df
-
-
-def _parents(store: Store, parents) -> list[int]:
-    if not parents:
-        return []
-    with store.refs() as txn:
-        return R.local_parents(txn, parents)
 
 
 def get_artifact(id_or_prefix: str, store: Store | None = None):

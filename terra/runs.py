@@ -218,6 +218,8 @@ def run_of_record(txn, record: bytes) -> int | None:
 
 def parent_records(store: Store, run_ids) -> list[str]:
     """The record ids (32 hex, sorted) of the finished runs ``run_ids``: a record's ``parents``."""
+    if not run_ids:
+        return []
     with store.refs() as txn:
         recs = {record_of(txn, rid) for rid in run_ids}
     return sorted(bytes(r).hex() for r in recs if r)
