@@ -67,14 +67,7 @@ class Artifact:
         """The value; a fresh, independent copy on every call."""
         from .serialize import load_value
 
-        store = self.store
-        try:
-            return load_value(store, self._oid)
-        except NotFound:
-            # Pulled with --records-only: fetch what is missing (verified) from the default remote.
-            if not _fetch_missing(store, self._oid):
-                raise
-            return load_value(store, self._oid)
+        return self._read(load_value)
 
     @property
     def summary(self) -> dict:
@@ -82,15 +75,26 @@ class Artifact:
         if self._summary is None:
             from .serialize import summarize
 
-            self._summary = summarize(self.store, self._oid)
+            self._summary = self._read(summarize)
         return self._summary
 
     def save_png(self, path: str) -> None:
         """Write a stored matplotlib figure as PNG to ``path``."""
         from .serialize import figure_png
 
+        png = self._read(figure_png)
         with open(path, "wb") as f:
-            f.write(figure_png(self.store, self._oid))
+            f.write(png)
+
+    def _read(self, fn):
+        store = self.store
+        try:
+            return fn(store, self._oid)
+        except NotFound:
+            # Pulled with --records-only: fetch what is missing (verified) from the default remote.
+            if not _fetch_missing(store, self._oid):
+                raise
+            return fn(store, self._oid)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Artifact) and other._oid == self._oid

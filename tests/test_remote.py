@@ -229,6 +229,7 @@ def test_records_only_pull_then_lazy_loads(tmp_path):
     art = terra.out(1)
     np.testing.assert_array_equal(art.load(), want)  # fetched on demand, verified
     assert sum(1 for _ in b.iter_ids()) > n_before
+    assert tuple(terra.out(2)["hi"].summary["shape"]) == (350_000,)  # summaries fetch on demand too
     for part in terra.out(2).values():  # the rest, on demand too; then nothing is missing
         if isinstance(part, terra.Artifact):
             part.load()
@@ -466,3 +467,16 @@ def test_a_manifest_that_omits_objects_is_refused(tmp_path):
     with pytest.raises(RemoteCorrupt, match=out):
         pull(all=True, remote=url)
     assert len(terra.get_runs()) == 0
+
+
+def test_bad_tag_names_never_reach_the_remote(tmp_path):
+    url = f"file://{tmp_path / 'remote'}"
+    terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
+    ns: dict = {}
+    exec(PIPE, ns)
+    ns["make"](3)
+    push(all=True, remote=url)
+    for bad in ("../../etc", "a/b", ""):
+        with pytest.raises(terra.NotFound, match="bad tag name"):
+            pull(tag=bad, remote=url)
+    assert not (tmp_path / "etc").exists()

@@ -44,7 +44,19 @@ def run_path(record: bytes) -> str:
     return f"runs/{bytes(record).hex()}"
 
 
+_TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+@\-]*$")
+
+
 def tag_path(name: str) -> str:
+    """Where tag ``name`` lives on a remote.
+
+    Raises:
+        NotFound: not a tag name (which also keeps paths like ``../x`` off the remote).
+    """
+    if not isinstance(name, str) or not _TAG.match(name) or ".." in name:
+        from ..errors import NotFound
+
+        raise NotFound(f"bad tag name {name!r}")
     return f"refs/tags/{name}"
 
 
