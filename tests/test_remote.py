@@ -480,3 +480,13 @@ def test_bad_tag_names_never_reach_the_remote(tmp_path):
         with pytest.raises(terra.NotFound, match="bad tag name"):
             pull(tag=bad, remote=url)
     assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("trial", range(10))
+def test_soak_concurrent_pushers_and_tag_races(trial, moto, tmp_path, python, env):
+    """The two races above, again and again (``python -m pytest -m soak tests/test_remote.py``)."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "t").mkdir()
+    test_three_concurrent_pushers_of_overlapping_runs(moto, tmp_path / "p", python, env)
+    test_tag_moved_concurrently_one_wins(moto, tmp_path / "t", python, env)
