@@ -490,3 +490,27 @@ def test_soak_concurrent_pushers_and_tag_races(trial, moto, tmp_path, python, en
     (tmp_path / "t").mkdir()
     test_three_concurrent_pushers_of_overlapping_runs(moto, tmp_path / "p", python, env)
     test_tag_moved_concurrently_one_wins(moto, tmp_path / "t", python, env)
+
+
+def test_large_pull_stages_in_files_and_cleans_up(tmp_path, monkeypatch):
+    import importlib
+
+    pull_mod = importlib.import_module("terra.remote.pull")
+    staged_files: list = []
+    close = pull_mod._Staged.close
+    monkeypatch.setattr(pull_mod._Staged, "close", lambda self: (staged_files.append(len(self.files)), close(self)))
+
+    terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
+    ns: dict = {}
+    exec(PIPE, ns)
+    ns["run"](n=200_000)
+    url = f"file://{tmp_path / 'remote'}"
+    push(all=True, remote=url)
+    ids = sorted(a.id for a in terra.out(2).values() if isinstance(a, terra.Artifact))
+    monkeypatch.setattr(pull_mod, "STAGE_MEMORY", 10_000)  # everything past 10 kB goes to files
+    terra.configure(storage_dir=str(tmp_path / "B"), quiet=True)
+    assert pull(all=True, remote=url).runs == 3
+    assert sorted(a.id for a in terra.out(2).values() if isinstance(a, terra.Artifact)) == ids
+    np.testing.assert_array_equal(terra.out(2)["hi"].load(), np.arange(100_000, 200_000) * 2.0)
+    assert terra.fsck().ok
+    assert staged_files and staged_files[0] >= 2 and not os.listdir(tmp_path / "B" / "tmp")

@@ -168,9 +168,24 @@ class Client:
 
     def get_many(self, paths: list[str], done=None) -> list[bytes | None]:
         """Parallel gets; None for a path that is absent."""
+        out: list = [None] * len(paths)
+
+        def sink(i, data):
+            out[i] = data
+            if done is not None:
+                done(len(data or b""))
+
+        self.get_each(paths, sink)
+        return out
+
+    def get_each(self, paths: list[str], sink) -> None:
+        """Parallel gets handing each result to ``sink(index, bytes or None)`` as it arrives.
+
+        Nothing waits for the whole set in memory; an exception from ``sink`` stops the rest.
+        """
         import obstore
 
-        async def one(sem, path):
+        async def one(sem, i, path):
             async with sem:
                 try:
                     r = await obstore.get_async(self.store, path)
@@ -179,15 +194,19 @@ class Client:
                     data = None
                 except Exception as e:  # noqa: BLE001
                     raise self._error("read", path, e) from None
-            if done is not None:
-                done(len(data or b""))
-            return data
+            sink(i, data)
 
         async def main():
             sem = asyncio.Semaphore(CONCURRENCY)
-            return await asyncio.gather(*(one(sem, p) for p in paths))
+            tasks = [asyncio.ensure_future(one(sem, i, p)) for i, p in enumerate(paths)]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
 
-        return list(_run(main())) if paths else []
+        if paths:
+            _run(main())
 
     def _error(self, what: str, path: str, e: BaseException) -> RemoteError:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

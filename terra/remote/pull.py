@@ -24,6 +24,9 @@ from .errors import RemoteCorrupt, RemoteError
 
 __all__ = ["fetch_missing", "pull"]
 
+#: Bytes of verified objects a pull holds in memory before staging the rest in files under the store.
+STAGE_MEMORY = 256 << 20
+
 
 def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool = False,  # noqa: A002
          records_only: bool = False, store: Store | None = None, progress=None) -> TransferResult:
@@ -81,31 +84,35 @@ def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool
                 needed.setdefault(o, m.record)
     todo = [o for o, present in zip(needed, store.backend.has_many(list(needed))) if not present]
     result.objects_skipped = len(needed) - len(todo)
-    fetched, refs = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}")
-    # A manifest must list everything its run needs: never ingest a run with holes in it.
-    left = skipped_data(manifests, records_only)
-    dangling = [r for r in refs if r not in needed and r not in left]
-    for r, present in zip(dangling, store.backend.has_many(dangling)):
-        if not present:
-            raise RemoteCorrupt(f"remote {name} ({url}): object {r.hex()} is referred to but listed by no "
-                                f"manifest of the runs pulled (run {refs[r].hex()}); nothing was pulled")
-    result.objects = len(fetched)
-    result.bytes = sum(len(raw) for _, raw in fetched)
-    records = {}
-    by_id = dict(fetched)
-    for rec, m in manifests.items():
-        raw = by_id.get(rec)
-        obj = check(rec, raw) if raw is not None else store.get(rec)
-        if not isinstance(obj, Run):
-            raise RemoteCorrupt(f"remote {name} ({url}): run manifest {rec.hex()} names an object that is "
-                                "not a run record")
-        records[rec] = dict(obj.fields)
-        _agree(m, records[rec], name, url)
+    staged = _Staged(store)
+    try:
+        refs = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}", staged)
+        # A manifest must list everything its run needs: never ingest a run with holes in it.
+        left = skipped_data(manifests, records_only)
+        dangling = [r for r in refs if r not in needed and r not in left]
+        for r, present in zip(dangling, store.backend.has_many(dangling)):
+            if not present:
+                raise RemoteCorrupt(f"remote {name} ({url}): object {r.hex()} is referred to but listed by no "
+                                    f"manifest of the runs pulled (run {refs[r].hex()}); nothing was pulled")
+        result.objects = len(staged)
+        result.bytes = staged.size
+        records = {}
+        for rec, m in manifests.items():
+            obj = staged.records.get(rec)
+            if obj is None and rec not in staged.mem and rec not in staged.files:
+                obj = store.get(rec)  # here already (an earlier pull stopped before its commit)
+            if not isinstance(obj, Run):
+                raise RemoteCorrupt(f"remote {name} ({url}): run manifest {rec.hex()} names an object that is "
+                                    "not a run record")
+            records[rec] = dict(obj.fields)
+            _agree(m, records[rec], name, url)
 
-    # Ingest: objects, then every pulled run's refs in one commit.
-    order = _topological(manifests)
-    if fetched:
-        store.backend.put_many(fetched, durable=False)
+        # Ingest: objects, then every pulled run's refs in one commit.
+        order = _topological(manifests)
+        for batch in staged.batches():
+            store.backend.put_many(batch, durable=False)
+    finally:
+        staged.close()
     result.run_ids = _commit_runs(store, order, manifests, records)
     result.runs = len(order)
     result.records = [r.hex() for r in order]
@@ -141,17 +148,74 @@ def _select(cl, runs, tag, all_) -> list[ObjectId]:
     return out
 
 
-def _fetch(cl, name: str, oids: list, progress, why) -> list[tuple[ObjectId, bytes]]:
+class _Staged:
+    """Verified objects waiting to be ingested: in memory up to a budget, then in files in the store's tmp/."""
+
+    def __init__(self, store: Store, budget: int | None = None):
+        self.store, self.budget = store, STAGE_MEMORY if budget is None else budget
+        self.mem: dict[ObjectId, bytes] = {}
+        self.files: list[ObjectId] = []
+        self.size = 0
+        self.dir: str | None = None
+        self.records: dict[ObjectId, Run] = {}
+
+    def add(self, oid: ObjectId, raw: bytes) -> None:
+        self.size += len(raw)
+        if self.size <= self.budget:
+            self.mem[oid] = raw
+            return
+        import os
+        import tempfile
+
+        if self.dir is None:
+            root = getattr(self.store, "root", None)
+            base = os.path.join(root, "tmp") if root else None
+            if base:
+                os.makedirs(base, exist_ok=True)
+            self.dir = tempfile.mkdtemp(prefix="pull-", dir=base)
+        with open(os.path.join(self.dir, oid.hex()), "wb") as f:
+            f.write(raw)
+        self.files.append(oid)
+
+    def __len__(self) -> int:
+        return len(self.mem) + len(self.files)
+
+    def batches(self, max_bytes: int = 64 << 20):
+        """Lists of ``(id, stored bytes)`` of at most about ``max_bytes`` each."""
+        import os
+
+        batch, size = [], 0
+        items = list(self.mem.items())
+        for pair in items:
+            batch.append(pair)
+            size += len(pair[1])
+            if size >= max_bytes:
+                yield batch
+                batch, size = [], 0
+        for oid in self.files:
+            with open(os.path.join(self.dir, oid.hex()), "rb") as f:
+                batch.append((oid, f.read()))
+            size += len(batch[-1][1])
+            if size >= max_bytes:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        if self.dir is not None:
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _fetch(cl, name: str, oids: list, progress, why, staged: "_Staged") -> dict:
+    """Fetch and verify ``oids`` into ``staged``; returns ``{referenced id: referrer}``."""
+    refs: dict = {}
     count = [0]
 
-    def done(_n):
-        count[0] += 1
-        if progress:
-            progress("objects", count[0], len(oids))
-
-    raws = cl.get_many([L.object_path(o) for o in oids], done)
-    out, refs = [], {}
-    for oid, raw in zip(oids, raws):
+    def sink(i, raw):
+        oid = oids[i]
         if raw is None:
             raise RemoteError(f"remote {name} ({cl.url}) is missing object {oid.hex()} ({why(oid)}); "
                               "nothing was pulled")
@@ -162,8 +226,15 @@ def _fetch(cl, name: str, oids: list, progress, why) -> list[tuple[ObjectId, byt
                                 "nothing was pulled") from None
         for r in _children(obj):
             refs.setdefault(r, oid)
-        out.append((oid, raw))
-    return out, refs
+        if isinstance(obj, Run):
+            staged.records[oid] = obj
+        staged.add(oid, raw)
+        count[0] += 1
+        if progress:
+            progress("objects", count[0], len(oids))
+
+    cl.get_each([L.object_path(o) for o in oids], sink)
+    return refs
 
 
 def _children(obj) -> list[ObjectId]:
