@@ -102,6 +102,12 @@ class Artifact:
     def __hash__(self) -> int:
         return hash(self._oid)
 
+    def __copy__(self):
+        return self  # an immutable handle: a copy must keep its store, which a pickle leaves behind
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __reduce__(self):
         # No local path, no local run id: the value's id and its producer's record id mean
         # the same in every store, so the Artifact can travel to a worker or a colleague.

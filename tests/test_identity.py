@@ -135,3 +135,13 @@ def test_artifact_pickles_without_its_store_path(store, tmp_path, python, subpro
     # In a store that never saw the producer, the run is unknown (never a wrong local id).
     terra.configure(storage_dir=str(tmp_path / "other"), quiet=True)
     assert pickle.loads(data).run_id is None
+
+
+def test_copies_of_an_artifact_keep_their_store(store, tmp_path):
+    import copy
+
+    a, b, _ = _pipeline()
+    terra.configure(storage_dir=str(tmp_path / "elsewhere"), quiet=True)
+    c = copy.deepcopy({"x": b["twice"]})["x"]
+    assert c.run_id == 2 and c.store is store
+    np.testing.assert_array_equal(c.load(), np.arange(10) * 2)
