@@ -9,7 +9,6 @@ import subprocess
 import tarfile
 
 import numpy as np
-import pytest
 
 import terra
 from terra import runs as R
