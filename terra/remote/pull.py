@@ -6,6 +6,14 @@ it and the remote, and the store is left as it was. Pulled runs get the next
 local run ids and keep their origin; their cache entries and lineage edges
 are rebuilt, so a pulled call is a cache hit here and ``terra lineage``
 shows the same graph.
+
+Trust: verification proves the bytes are the ones named, not that they are
+safe. Pulled pickles are someone else's code; the signed-pickle check of the
+trust issue (a per-user key) is what must refuse them without consent. NOTE
+for that work: it had not landed when remotes were written, so until it does
+a pulled pickle loads like a local one (under ``allow_pickle``); signatures
+must be checked against this user's key, so nothing here needs to mark
+pulled objects.
 """
 
 from __future__ import annotations
