@@ -86,7 +86,7 @@ def test_each_store_has_its_own_uuid(tmp_path):
 def test_old_format_store_is_migrated_on_open(tmp_path):
     """A store written by terra before format 2 (tests/data/store_v1_make.py, main at 5245033)."""
     with tarfile.open(os.path.join(HERE, "data", "store_v1.tar.gz")) as tf:
-        tf.extractall(tmp_path, filter="data")
+        tf.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     path = str(tmp_path / "v1store")
     from terra.store import open_store
 
