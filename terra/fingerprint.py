@@ -595,15 +595,19 @@ def receive_sources(found: dict) -> None:
 
 def _lambda_node(tree: ast.AST, code: types.CodeType, start: int, margin: int) -> ast.Lambda | None:
     """The lambda of the parsed lines whose span holds the code's instructions."""
-    spots = [(ln, col) for ln, _, col, end in code.co_positions()
+    lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+    positions = getattr(code, "co_positions", None)  # Python 3.11+
+    if positions is None:
+        return lambdas[0] if len(lambdas) == 1 else None
+    spots = [(ln, col) for ln, _, col, end in positions()
              if ln is not None and col is not None and (col, end) != (0, 0)]
     if not spots:
         return None
     ln, col = min(spots)
     ln, col = ln - start + 1, col - margin
     best = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Lambda) and (node.lineno, node.col_offset) <= (ln, col) \
+    for node in lambdas:
+        if (node.lineno, node.col_offset) <= (ln, col) \
                 <= (node.end_lineno, node.end_col_offset):
             if best is None or (node.lineno, node.col_offset) > (best.lineno, best.col_offset):
                 best = node
@@ -643,14 +647,18 @@ def _source_matches(code: types.CodeType) -> bool:
         except (SyntaxError, ValueError):
             pass
         cached = _file_tables[filename] = (tag, table)
-    return _signature(code) in cached[1].get(code.co_qualname, ())
+    return _signature(code) in cached[1].get(_qual(code), ())
 
 
 def _index(code: types.CodeType, table: dict) -> None:
-    table.setdefault(code.co_qualname, set()).add(_signature(code))
+    table.setdefault(_qual(code), set()).add(_signature(code))
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
             _index(c, table)
+
+
+def _qual(code: types.CodeType) -> str:
+    return getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
 
 
 def _signature(code: types.CodeType) -> tuple:
@@ -661,7 +669,7 @@ def _signature(code: types.CodeType) -> tuple:
 
 
 def _warn_stale(fn) -> None:
-    key = (fn.__code__.co_filename, fn.__code__.co_qualname)
+    key = (fn.__code__.co_filename, _qual(fn.__code__))
     if key not in _stale_warned:
         _stale_warned.add(key)
         warnings.warn(f"terra: {_qualname(fn)} was changed in {fn.__code__.co_filename} since it was imported; "
