@@ -225,8 +225,8 @@ def test_closure_task_pickles_by_value():
     assert t2 is not t and t2.identity == t.identity
     assert t(2) == 6 and t2(2) == 6
     assert len(terra.get_runs()) == 1  # the copy hits the original's entry
-    bound = pickle.loads(pickle.dumps(Task(functools.partial(add, 4))))
-    assert bound(1) == 5
+    bound = pickle.loads(pickle.dumps(Task(functools.partial(add, 4), cache_ignored_args=["b"], notify=False)))
+    assert bound(1) == 5 and bound.cache_ignored == {"b"} and bound.notify is False
 
 
 def test_tasks_map_over_a_process_pool(module_dir):
