@@ -297,8 +297,8 @@ def _walk(obj, parts, guards: _Guards, seen: set) -> None:
         except ValueError:  # empty cell
             continue
         guards.cells.append((cell, value))
-        if cell_name == "__class__":
-            continue  # super()'s cell: the class being defined, walked as such
+        if cell_name == "__class__" or cell_name in written:
+            continue  # super()'s cell (the class, walked as such), or state the function writes into
         _dependency(f"{name}.<closure>.{cell_name}", value, parts, guards, seen)
 
 

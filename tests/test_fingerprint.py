@@ -132,6 +132,14 @@ def test_globals_a_task_writes_into_are_state_not_inputs(load):
     m.scaled(1)  # CALLS changed between the calls: it is the task's log, not its input
     assert m.CALLS == [1]
     assert "const:CALLS" not in terra.get_run(1)["code"] and "const:CONFIG" in terra.get_run(1)["code"]
+    seen = []
+
+    @terra.task
+    def inc(x):
+        seen.append(x)  # a closure cell it writes into: state too
+        return x + 1
+
+    assert inc(1) == 2 and inc(1) == 2 and seen == [1]
 
 
 SOURCELESS = """
