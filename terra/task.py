@@ -207,6 +207,44 @@ class Task:
         call_kwargs = {k: (v if k in no_load else _load_deep(v)) for k, v in kwargs.items() if k not in _RESERVED}
         return call_args, call_kwargs
 
+    # -- parallel calls (terra.parallel) ------------------------------------------
+
+    def submit(self, *args, executor=None, **kwargs):
+        """Start one call on ``executor`` (a ``concurrent.futures.Executor``; None: here, now).
+
+        A hit or a call already computed comes back as a done Future. Only the
+        task's arguments go into ``args``/``kwargs``: ``executor`` is the one
+        keyword taken here.
+
+        Returns:
+            A ``concurrent.futures.Future`` of what the call returns (or raises).
+        """
+        from .parallel import submit_call
+
+        return submit_call(self, args, kwargs, executor)
+
+    def map(self, *iterables, executor=None, as_completed: bool = False):
+        """Call the task over ``iterables`` zipped (one per positional argument), like ``Executor.map``.
+
+        Hits are answered at once, identical calls run once, misses go to
+        ``executor`` (None: one after another in this process; a Dask ``Client``
+        is used through ``get_executor(pure=False)``). A progress bar shows on a terminal.
+
+        Args:
+            as_completed: yield ``(index, result)`` pairs as calls finish instead
+                of returning the list in input order.
+
+        Returns:
+            The results in input order (or the iterator of ``(index, result)``).
+
+        Raises:
+            Exception: the first failed call's exception (by input order), after every call
+                finished and was recorded; with ``as_completed``, when the iterator reaches it.
+        """
+        from .parallel import map_calls
+
+        return map_calls(self, iterables, executor, as_completed)
+
     # -- accessors (original terra API) --------------------------------------------
 
     @property
@@ -430,8 +468,13 @@ def _cache_key(t: Task, entries: dict) -> bytes:
 
 
 def _execute(t: Task, args, kwargs, force: bool):
-    cfg = get_config()
     store = current_store()
+    bound, dumped, key = _prepare(t, args, kwargs, store)
+    return _execute_keyed(t, store, key, args, kwargs, bound, dumped, force)
+
+
+def _prepare(t: Task, args, kwargs, store: Store) -> tuple[dict, dict, bytes]:
+    """Bind a call: ``(bound arguments, arguments recorded, cache key)``."""
     bound = t._bind(args, dict(kwargs) if kwargs else {})
     dumped = {k: v for k, v in bound.items() if k not in t.no_dump} if t.no_dump else bound
     ignored = t.cache_ignored
@@ -441,7 +484,15 @@ def _execute(t: Task, args, kwargs, force: bool):
                        for k, v in dumped.items() if not ignored or k not in ignored}
     except SerializationError as e:
         raise SerializationError(f"task {t.name}: cannot hash an argument: {e}") from None
-    key = _cache_key(t, key_entries)
+    return bound, dumped, _cache_key(t, key_entries)
+
+
+def _execute_keyed(t: Task, store: Store, key: bytes, args, kwargs, bound, dumped, force: bool, code=None):
+    """Answer a call whose key is known (from :func:`_prepare`, maybe in another process).
+
+    ``code``: the code fields the driver computed (fingerprint and parts), recorded as they are.
+    """
+    cfg = get_config()
     use_cache = t.cache and not force
     if use_cache:
         hit = _lookup(store, key)
@@ -458,7 +509,7 @@ def _execute(t: Task, args, kwargs, force: bool):
             # A call that finished between our lookup and our lease: its result stands.
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
-                return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                return _run(t, store, cfg, value, key, args, kwargs, bound, dumped, code)
             store.update_state(lambda txn, rid=value: end(txn, t, rid, key, give_back=True))
             return _hit(t, store, hit, cfg)
         wait(store, key, value)
@@ -480,7 +531,7 @@ def _hit(t: Task, store: Store, hit, cfg):
     return run_id, R.output_view(store, entry, run_id)
 
 
-def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, bound, dumped):
+def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, bound, dumped, code=None):
     start = time.time()
     if not cfg.quiet:
         print(f"task: {t.name}, run_id={run_id}")
@@ -502,7 +553,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
         "cache_key": key, "start_time": start, **environment(t.fn),
     }
-    fields.update(t._code_fields())
+    fields.update(t._code_fields() if code is None else code)
     if t.version is not None:
         fields["version"] = str(t.version)
     arts: list[Artifact] = []
