@@ -1,0 +1,249 @@
+"""Task.submit / Task.map on executors: in-process, spawned pools, Dask, and workers that cannot see the store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+import terra
+from terra import notify
+from terra import runs as R
+from terra.session import current_store
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the workers import the tasks by name from here too
+
+from _parallel_tasks import REFUSED, Counting, elsewhere, produce, scale  # noqa: E402
+
+
+def _runs(identity: str) -> list[dict]:
+    return [terra.get_run(int(r)) for r in terra.get_runs(task=identity)["run_id"]]
+
+
+def _check_parents(runs: list[dict]) -> None:
+    """Every run's parents are exactly the run that produced its input ``a`` (found by the input's id)."""
+    producer = {r["output"].hex(): r["run_id"] for r in _runs("_parallel_tasks:produce")}
+    for r in runs:
+        assert r["parents"] == [producer[terra.inp(r["run_id"])["a"].id]], r
+
+
+# -- in this process ------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted(store):
+    calls = []
+
+    @terra.task
+    def double(x):
+        calls.append(x)
+        if x == 13:
+            raise KeyError(x)
+        return 2 * x
+
+    return double, calls
+
+
+def test_map_in_process_keeps_order_collapses_duplicates_and_answers_hits(counted):
+    double, calls = counted
+    assert double.map([3, 1, 3, 2, 1]) == [6, 2, 6, 4, 2]
+    assert calls == [3, 1, 2]  # one run per distinct call, in input order
+    assert double.map([1, 2, 3, 4]) == [2, 4, 6, 8]
+    assert calls == [3, 1, 2, 4]  # hits ran nothing
+    assert len(terra.get_runs()) == 4
+
+
+def test_map_zips_one_iterable_per_argument(store):
+    @terra.task
+    def sub(a, b):
+        return a - b
+
+    assert sub.map([5, 6, 7], [1, 2]) == [4, 4]  # like Executor.map: the shortest wins
+
+
+def test_failed_call_is_recorded_and_raised_after_the_others(counted):
+    double, calls = counted
+    with pytest.raises(KeyError):
+        double.map([12, 13, 14])
+    assert calls == [12, 13, 14]
+    status = dict(zip(terra.get_runs()["run_id"], terra.get_runs()["status"]))
+    assert sorted(status.values()) == ["failure", "success", "success"]
+
+
+def test_as_completed_yields_every_index_once(counted):
+    double, _ = counted
+    got = dict(double.map([5, 6, 5, 7], as_completed=True))
+    assert got == {0: 10, 1: 12, 2: 10, 3: 14}
+
+
+def test_submit_returns_futures_of_results_and_failures(counted):
+    double, calls = counted
+    f = double.submit(4)
+    assert isinstance(f, Future) and f.result() == 8
+    hit = double.submit(x=4)
+    assert hit.done() and hit.result() == 8 and calls == [4]
+    bad = double.submit(13)
+    assert isinstance(bad.exception(), KeyError)
+
+
+def test_map_sends_one_notification_per_batch(tmp_path, monkeypatch):
+    from test_notify import TOKEN, FakeSlack
+
+    monkeypatch.setattr(notify, "_sender", notify._Sender())
+    fake = FakeSlack()
+    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True, notify=True, slack_web_client_id=TOKEN,
+                    slack_channel="#runs", slack_base_url=fake.url, notify_min_seconds=0, notify_timeout=2)
+    try:
+        with pytest.raises(ValueError):
+            scale.map([np.arange(2)] * 4, [1, 2, REFUSED, 4])
+        assert notify.flush(5)
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
+            with pytest.raises(ValueError):
+                scale.map([np.arange(3)] * 4, [1, 2, REFUSED, 4], executor=ex)
+        assert notify.flush(5)
+    finally:
+        terra.configure(notify=False, slack_web_client_id=None, slack_channel=None, slack_base_url=None,
+                        notify_min_seconds=60, notify_timeout=3)
+        fake.close()
+    texts = [r["body"]["text"] for r in fake.requests]
+    assert len(texts) == 2, texts  # one per batch; the workers sent nothing of their own
+    assert all("batch of 4 runs" in t and "3 success" in t and "1 failure" in t for t in texts), texts
+
+
+# -- executors in other processes, driven by a script (tasks in a module and in __main__) ----------
+
+
+def _drive(kind: str, store_dir, python, subprocess_env) -> dict:
+    env = dict(subprocess_env, PYTHONPATH=HERE + os.pathsep + subprocess_env["PYTHONPATH"])
+    r = subprocess.run([python, os.path.join(HERE, "_parallel_driver.py"), kind, str(store_dir)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["spawn", "dask"])
+def test_map_on_executor(kind, tmp_path, python, subprocess_env):
+    res = _drive(kind, tmp_path / "store", python, subprocess_env)
+    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
+    for name, identity in (("module", "_parallel_tasks:scale"), ("main", "_parallel_driver:main_scale")):
+        got = res[name]
+        assert got["values"] == [[2 * i] * 3 for i in range(20)]
+        assert got["first"] == 20 and got["second"] == 0 and got["same"]  # the second map: 20 hits
+        assert got["third"] == 20 and got["error"] == f"k={REFUSED} is refused" and got["remote_traceback"]
+        assert got["duplicates"] == [1, [[0] * 3] * 5]
+        assert got["submit"] == [15, 15, 15]
+        runs = _runs(identity)
+        assert len(runs) == 20 + 20 + 1 + 1, identity  # __main__ resolved to its import name, one key per call
+        by_status = {}
+        for r in runs:
+            by_status.setdefault(r["status"], []).append(r)
+        assert len(by_status["failure"]) == 1 and len(by_status["success"]) == 41
+        assert by_status["failure"][0]["error"]["type"] == "builtins.ValueError"
+        assert {r["pid"] for r in runs} & {r["pid"] for r in _runs("_parallel_tasks:produce")} == set()
+        _check_parents(runs)
+        assert "scaling by 2" in terra.get_log(by_status["success"][-1]["run_id"])
+    if kind == "dask":
+        assert res["died"] == "KilledWorker"
+        assert res["after_death"] == [0, 1, 2, 4, 5]
+        died = {int(r["run_id"]): r["status"] for r in _runs("_parallel_tasks:die")}
+        assert sorted(died.values()).count("success") == 5
+        assert list(died.values()).count("interrupted") == 1
+        # The dead worker's lease (if the driver saw the death first) names a process that is gone,
+        # so the next identical call takes it over at once.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with current_store().state_refs() as txn:
+                held = [R.unpack(v) for _, v in txn.scan(b"lease/")]
+            if not any(R._alive(h["host"], h["pid"], h["expires"]) for h in held):
+                break
+            time.sleep(0.1)
+        assert len(held) <= 1 and not any(R._alive(h["host"], h["pid"], h["expires"]) for h in held)
+
+
+def test_ctrl_c_cancels_pending_calls_and_leaves_no_lease(tmp_path, python, subprocess_env):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = dict(subprocess_env, PYTHONPATH=HERE + os.pathsep + subprocess_env["PYTHONPATH"])
+    p = subprocess.Popen([python, os.path.join(HERE, "_parallel_interrupt.py"), str(tmp_path / "store"), str(marks)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not os.listdir(marks) and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err
+    started = len(os.listdir(marks))
+    assert 1 <= started < 12  # the calls not started were cancelled
+    terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
+    store = current_store()
+    with store.state_refs() as txn:
+        assert [k for k, _ in txn.scan(b"") if not k.startswith(b"counter/")] == []  # no lease, no running run
+    statuses = list(terra.get_runs()["status"])
+    assert len(statuses) == started and set(statuses) <= {"success", "interrupted"}
+
+
+# -- a worker that cannot see the store (another host) ------------------------------------------
+
+
+def test_worker_without_the_store_sends_runs_through_the_remote(tmp_path):
+    from terra.remote import add_remote
+    from terra.parallel import Call
+
+    terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)
+    add_remote("origin", f"file://{tmp_path / 'remote'}")
+    arts = produce.map(range(4))
+
+    def elsewhere_path(call):  # on the worker's host the driver's path does not exist
+        assert isinstance(call, Call)
+        return Call(**{**call.__dict__, "store_dir": str(tmp_path / "not-on-this-host")})
+
+    worker_store = tmp_path / "worker-own-store"
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=elsewhere,
+                             initargs=(str(worker_store),)) as pool:
+        ex = Counting(pool, rewrite=elsewhere_path)
+        out = scale.map(arts, [3] * 4, executor=ex)
+        assert [v.load().tolist() for v in out] == [[3 * i] * 3 for i in range(4)]
+        assert scale.map(arts, [3] * 4, executor=ex) == out and ex.n == 4  # hits in the driver's store
+        with pytest.raises(ValueError, match="refused"):
+            scale.map(arts[:2], [REFUSED] * 2, executor=ex)
+    assert not worker_store.exists()  # the worker wrote no store of its own where it was configured
+    runs = _runs("_parallel_tasks:scale")
+    assert sorted(r["status"] for r in runs) == ["failure"] * 2 + ["success"] * 4
+    _check_parents(runs)
+    store = current_store()
+    for r in runs:
+        assert r["origin"][0] != store.uuid  # made in the worker's scratch store, recorded here
+        assert r["pid"] != os.getpid()
+        assert "scaling by" in terra.get_log(r["run_id"])
+    ok = [r for r in runs if r["status"] == "success"]
+    assert terra.load(ok[0]["output"].hex()).tolist() == out[[o.id for o in out].index(ok[0]["output"].hex())] \
+        .load().tolist()
+    with store.state_refs() as txn:
+        assert not [k for k, _ in txn.scan(b"lease/")]
+
+
+def test_worker_without_the_store_or_a_remote_is_refused(tmp_path):
+    from terra.errors import TerraError
+    from terra.parallel import Call, work
+    from terra.task import _prepare
+
+    terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)
+    store = current_store()
+    bound, dumped, key = _prepare(scale, (np.arange(2), 2), {}, store)
+    call = Call(scale, (np.arange(2), 2), {}, bound, dumped, key, scale._code_fields(),
+                str(tmp_path / "elsewhere"), store.uuid)
+    terra.configure(storage_dir=str(tmp_path / "worker"))  # as a worker on another host sees it
+    with pytest.raises(TerraError, match="cannot see the driver's store"):
+        work(call)
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "worker").exists()
+    terra.configure(storage_dir=str(tmp_path / "driver"))
+    assert len(terra.get_runs()) == 0
