@@ -255,7 +255,12 @@ class _Driver:
                 f.set_exception(e)
             return f
         call = self._call(args, kwargs, bound, dumped, key)
-        ef = self.executor.submit(work, call)
+        try:
+            ef = self.executor.submit(work, call)
+        except Exception as e:  # noqa: BLE001 - e.g. Dask pickles at once: this call fails, not the batch
+            f.set_exception(TaskError(f"task {t.name}: the executor refused the call: {type(e).__name__}: {e}"))
+            f.exception().__cause__ = e
+            return f
         self.pending.append(ef)
         ef.add_done_callback(lambda ef: self._finish(call, ef, f))
         return f
@@ -363,13 +368,18 @@ def submit_call(t: Task, args: tuple, kwargs: dict, executor=None) -> cf.Future:
 
 def map_calls(t: Task, iterables: tuple, executor=None, as_completed: bool = False):
     """Calls of ``t`` over zipped ``iterables`` (see :meth:`terra.Task.map`)."""
-    calls = list(zip(*iterables))
+    it = _completed(t, list(zip(*iterables)), executor, ordered=not as_completed)
+    next(it)  # every call submitted now, as Executor.map does, even if the iterator is never read
     if as_completed:
-        return _completed(t, calls, executor)
-    return [v for _, v in sorted(_completed(t, calls, executor, ordered=True), key=lambda iv: iv[0])]
+        return it
+    return [v for _, v in sorted(it, key=lambda iv: iv[0])]
 
 
-def _completed(t: Task, calls: list, executor, ordered: bool = False) -> Iterator[tuple[int, Any]]:
+def _completed(t: Task, calls: list, executor, ordered: bool) -> Iterator[Any]:
+    """Submit ``calls``, yield None, then ``(index, result)`` as they finish.
+
+    ``ordered``: failures wait until every call finished, then the first by index is raised.
+    """
     with notify.batch() as batch, _progress(t, len(calls)) as advance:
         d = _Driver(t, executor, each=False)
         try:
@@ -378,6 +388,7 @@ def _completed(t: Task, calls: list, executor, ordered: bool = False) -> Iterato
             for i, f in enumerate(futures):
                 index.setdefault(f, []).append(i)
             failed = None
+            yield None
             for f in cf.as_completed(index):
                 for i in index[f]:
                     advance()

@@ -80,9 +80,27 @@ def test_failed_call_is_recorded_and_raised_after_the_others(counted):
 
 
 def test_as_completed_yields_every_index_once(counted):
-    double, _ = counted
-    got = dict(double.map([5, 6, 5, 7], as_completed=True))
-    assert got == {0: 10, 1: 12, 2: 10, 3: 14}
+    double, calls = counted
+    it = double.map([5, 6, 5, 7], as_completed=True)
+    assert calls == [5, 6, 7]  # submitted at once, as Executor.map does
+    assert dict(it) == {0: 10, 1: 12, 2: 10, 3: 14}
+
+
+def test_a_call_that_cannot_be_sent_fails_alone(store):
+    from terra.errors import TaskError
+
+    class Picky(Counting):
+        def submit(self, fn, /, *args, **kwargs):
+            if args[0].args[0] == 2:
+                raise TypeError("cannot send this one")
+            return super().submit(fn, *args, **kwargs)
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        f_ok, f_bad = scale.submit(3, 3, executor=Picky(pool)), scale.submit(2, 3, executor=Picky(pool))
+        assert f_ok.result() == 9
+    with pytest.raises(TaskError, match="scale: the executor refused the call: TypeError: cannot send"):
+        f_bad.result()
+    assert len(terra.get_runs()) == 1
 
 
 def test_submit_returns_futures_of_results_and_failures(counted):
