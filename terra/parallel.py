@@ -15,7 +15,8 @@ Where a worker writes (decided in the worker, per call):
   commits once, as a local call does.
 * **A scratch store** otherwise (another host: the path is absent, or holds another
   store). The worker pulls the records of its Artifact inputs from the driver's default
-  remote (the driver pushes them first), runs the call in a scratch store of its
+  remote (when they are not there, the driver pushes them and sends the call again),
+  runs the call in a scratch store of its
   process, pushes the run and returns its record id; the driver checks the manifest
   (cache key, identity), pulls the run (every object verified) and commits it, so the
   driver alone writes records in its store. Without a default remote this is an error.
@@ -32,6 +33,7 @@ import contextlib
 import os
 import pickle
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from . import notify
 from . import runs as R
 from .config import configure, get_config
-from .errors import TaskError, TerraError
+from .errors import NotFound, TaskError, TerraError
 from .objects import ObjectId
 from .session import current_store, store_at
 
@@ -59,6 +61,7 @@ class Call:
         key: the cache key the driver computed. code: the driver's code fields (fingerprint).
         store_dir, store_uuid: the driver's store. remote: URL of its default remote, if any.
         inputs: record ids (hex) of the runs that produced the Artifact inputs.
+        inputs_pushed: the driver pushed those runs to the remote before sending this call.
     """
 
     task: Task
@@ -72,6 +75,7 @@ class Call:
     store_uuid: str
     remote: str | None = None
     inputs: tuple = ()
+    inputs_pushed: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Done:
         record: the run's record id (hex) when it ran in a scratch store, else None.
         error: the exception the call raised (None on success); traceback: its text.
         summaries: notification summaries of the runs it computed.
+        missing: nothing ran: the runs of the call's inputs are not on the remote yet.
     """
 
     run_id: int | None
@@ -90,6 +95,7 @@ class Done:
     error: BaseException | None = None
     traceback: str | None = None
     summaries: list = field(default_factory=list)
+    missing: bool = False
 
 
 class RemoteTraceback(Exception):
@@ -120,7 +126,7 @@ def work(call: Call) -> Done:
         raise TerraError(f"task {call.task.name}: this worker cannot see the driver's store ({call.store_dir}, "
                          f"uuid {call.store_uuid}) and the driver's store has no default remote to send runs "
                          "through: terra remote add NAME URL")
-    from .remote import pull, push
+    from .remote import RemoteError, pull, push
     from .remote.config import add_remote, remotes
 
     with _storage(_scratch_dir()):
@@ -128,7 +134,12 @@ def work(call: Call) -> Done:
         if call.remote not in remotes(store).values():
             add_remote(f"driver-{call.store_uuid[:8]}", call.remote, default=True, store=store)
         if call.inputs:  # records only: payloads are fetched from the remote when loaded
-            pull(list(call.inputs), remote=call.remote, store=store, records_only=True)
+            try:
+                pull(list(call.inputs), remote=call.remote, store=store, records_only=True)
+            except (NotFound, RemoteError):  # not there, or no terra remote there yet
+                if call.inputs_pushed:
+                    raise
+                return Done(None, missing=True)  # the driver pushes them and sends the call again
         done = _attempt(call, store, scratch=True)
         if done.run_id is not None:
             push([done.run_id], remote=call.remote, store=store)
@@ -228,6 +239,7 @@ class _Driver:
         self.pending: list[cf.Future] = []
         self.summaries: list = []
         self.pushed: set[int] = set()
+        self._lock = threading.Lock()
         self._remote: tuple | None = None
         self._code: dict | None = None
 
@@ -272,16 +284,10 @@ class _Driver:
         arts: list = []
         _artifacts(list(dumped.values()), arts)
         producers = {a.run_id for a in arts if a.run_id is not None}
-        remote = self.remote()
-        if producers and remote is not None and not producers <= self.pushed:
-            from .remote import push
-
-            push(sorted(producers), remote=remote, store=store)  # a worker elsewhere reads them there
-            self.pushed |= producers
         if self._code is None:
             self._code = self.t._code_fields()
         return Call(self.t, tuple(args), dict(kwargs), bound, dumped, key, self._code, store.root,
-                    store.uuid, remote, tuple(R.parent_records(store, producers)))
+                    store.uuid, self.remote(), tuple(R.parent_records(store, producers)))
 
     def remote(self) -> str | None:
         if self._remote is None:
@@ -297,6 +303,9 @@ class _Driver:
                 f.cancel()
                 return
             done = ef.result()
+            if done.missing:  # not from this callback's thread: it may be the executor's own
+                threading.Thread(target=self._resend, args=(call, f), daemon=True).start()
+                return
             summaries = done.summaries
             run_id = done.run_id
             if done.record is not None:
@@ -314,6 +323,26 @@ class _Driver:
         except BaseException as e:  # noqa: BLE001 - the future carries it
             if not f.done():
                 f.set_exception(e)
+
+    def _resend(self, call: Call, f: cf.Future) -> None:
+        """Push the runs of a call's inputs to the remote (a worker elsewhere reads them there), then resend it."""
+        from .remote import push
+        from .task import _artifacts
+
+        try:
+            arts: list = []
+            _artifacts(list(call.dumped.values()), arts)
+            with self._lock:
+                todo = sorted({a.run_id for a in arts if a.run_id is not None} - self.pushed)
+                if todo:
+                    push(todo, remote=call.remote, store=self.store)
+                    self.pushed.update(todo)
+            call = replace(call, inputs_pushed=True)
+            ef = self.executor.submit(work, call)
+            self.pending.append(ef)
+            ef.add_done_callback(lambda ef: self._finish(call, ef, f))
+        except BaseException as e:  # noqa: BLE001 - the future carries it
+            f.set_exception(e)
 
     def cancel(self) -> None:
         for ef in self.pending:
