@@ -1,7 +1,7 @@
 """Driver script of the parallel suite, run as ``__main__``: ``python _parallel_driver.py KIND STORE``.
 
 Runs the same scenarios with a task imported from a module (sent by name) and a
-task defined here in ``__main__`` (sent by value) on KIND = spawn or dask, and
+task defined here in ``__main__`` (sent by value) on KIND = spawn, forkserver or dask, and
 prints what it saw as JSON for the test to check against the store.
 """
 
@@ -53,8 +53,8 @@ def main():
     terra.configure(storage_dir=store, quiet=True)
     arts = produce.map(range(20))  # in this process, one after another
     res = {}
-    if kind == "spawn":
-        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
+    if kind in ("spawn", "forkserver"):
+        with ProcessPoolExecutor(2, mp_context=mp.get_context(kind)) as ex:
             res = {name: scenario(t, arts, ex) for name, t in (("module", scale), ("main", main_scale))}
     else:
         import dask

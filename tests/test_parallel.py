@@ -148,7 +148,7 @@ def _drive(kind: str, store_dir, python, subprocess_env) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("kind", ["spawn", "dask"])
+@pytest.mark.parametrize("kind", ["spawn", "forkserver", "dask"])
 def test_map_on_executor(kind, tmp_path, python, subprocess_env):
     res = _drive(kind, tmp_path / "store", python, subprocess_env)
     terra.configure(storage_dir=str(tmp_path / "store"), quiet=True)
@@ -247,6 +247,11 @@ def test_worker_without_the_store_sends_runs_through_the_remote(tmp_path):
         assert r["pid"] != os.getpid()
         assert "scaling by" in terra.get_log(r["run_id"])
     ok = [r for r in runs if r["status"] == "success"]
+    # why: the newest remote-made run against the closest earlier one, as for local calls.
+    newest = max(ok, key=lambda r: r["run_id"])
+    w = terra.why(newest["run_id"])
+    assert w.baseline in {r["run_id"] for r in ok} and [a.name for a in w.args] == ["a"], str(w)
+    assert not w.code_changed, str(w)  # the worker recorded the driver's fingerprint
     assert terra.load(ok[0]["output"].hex()).tolist() == out[[o.id for o in out].index(ok[0]["output"].hex())] \
         .load().tolist()
     with store.state_refs() as txn:
@@ -269,3 +274,49 @@ def test_worker_without_the_store_or_a_remote_is_refused(tmp_path):
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "worker").exists()
     terra.configure(storage_dir=str(tmp_path / "driver"))
     assert len(terra.get_runs()) == 0
+
+
+def test_workers_run_on_the_key_and_code_they_are_sent(store):
+    """work() never recomputes: the run is recorded under the driver's key and code fields."""
+    from terra.parallel import Call, work
+    from terra.task import _prepare
+
+    bound, dumped, key = _prepare(scale, (np.arange(2), 5), {}, store)
+    code = {**scale._code_fields(), "fingerprint": "f" * 32}  # as a driver with other code would send it
+    sent_key = bytes(16 - len(b"driver")) + b"driver"
+    call = Call(scale, (np.arange(2), 5), {}, bound, dumped, sent_key, code, store.root, store.uuid)
+    done = work(call)
+    rec = terra.get_run(done.run_id)
+    assert bytes(rec["cache_key"]) == sent_key != key and rec["fingerprint"] == "f" * 32
+    assert done.error is None and done.record is None  # the shared store: nothing to pull
+    assert work(call).run_id == done.run_id  # the same key again: a hit, nothing ran
+
+
+def test_driver_refuses_a_worker_run_that_is_not_the_call(tmp_path):
+    from terra.errors import TerraError
+    from terra.parallel import Call, Done, _adopt
+    from terra.remote import add_remote, push
+    from terra.task import _prepare
+
+    terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)
+    add_remote("origin", f"file://{tmp_path / 'remote'}")
+    store = current_store()
+    rid, _ = scale(np.arange(2), 4, return_run_id=True)
+    push([rid])
+    bound, dumped, key = _prepare(scale, (np.arange(2), 6), {}, store)  # another call than run rid
+    call = Call(scale, (np.arange(2), 6), {}, bound, dumped, key, scale._code_fields(), store.root, store.uuid,
+                f"file://{tmp_path / 'remote'}")
+    with store.refs() as txn:
+        record = bytes(R.record_of(txn, rid)).hex()
+    with pytest.raises(TerraError, match="is not the call it was sent"):
+        _adopt(store, call, Done(rid, record))
+
+
+def test_map_on_a_thread_pool(counted):
+    from concurrent.futures import ThreadPoolExecutor
+
+    double, calls = counted
+    with ThreadPoolExecutor(3) as ex:
+        assert double.map(range(6), executor=ex) == [0, 2, 4, 6, 8, 10]
+        assert sorted(calls) == list(range(6))
+        assert double.map(range(6), executor=ex) == [0, 2, 4, 6, 8, 10] and len(calls) == 6
