@@ -320,3 +320,19 @@ def test_map_on_a_thread_pool(counted):
         assert double.map(range(6), executor=ex) == [0, 2, 4, 6, 8, 10]
         assert sorted(calls) == list(range(6))
         assert double.map(range(6), executor=ex) == [0, 2, 4, 6, 8, 10] and len(calls) == 6
+
+
+def test_progress_bar_on_a_terminal_only(counted, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    double, _ = counted
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        terra.configure(quiet=False)
+        double.map(range(100, 104))
+        terra.configure(quiet=True)
+        assert ("100%" in stream.getvalue()) == shown, stream.getvalue()
