@@ -52,8 +52,14 @@ class Task:
     Use bare (``@Task``), as ``@Task.make_task``, or with options through
     ``@Task.make(...)`` / ``@terra.task(...)``.
 
+    Its ``identity`` is the importable ``module:qualname`` of the code it wraps
+    (``__main__`` resolved to the file's import name); a partial, bound method
+    or callable object is named after its function or class, and the values
+    bound into it are hashed into every call's key. A task pickles by
+    reference to its module-level name, else by value (cloudpickle).
+
     Args:
-        fn: the function or class.
+        fn: a function, class, ``functools.partial``, bound method or callable object.
         version: pins the code fingerprint: the cache survives code edits until it changes.
         no_dump_args: arguments neither stored nor part of the cache key.
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
