@@ -19,7 +19,6 @@ a thousand times a hit's cost; the guard costs a few microseconds.
 from __future__ import annotations
 
 import enum
-import warnings
 
 import xxhash
 
@@ -44,12 +43,10 @@ def value_part(value) -> str:
     size = _size(value, MAX_CONST_BYTES)
     if size > MAX_CONST_BYTES:
         return f"unhashed: {type(value).__name__} over {MAX_CONST_BYTES >> 20} MiB"
-    from .serialize import PickleWarning, hash_value
+    from .serialize import hash_value
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PickleWarning)
-            return hash_value(value).hex()
+        return hash_value(value).hex()
     except Exception as e:  # noqa: BLE001 - recorded, never skipped silently
         return f"unhashed: {type(value).__name__} cannot be hashed ({type(e).__name__})"
 

@@ -310,17 +310,13 @@ def _bound_values(fn) -> list[tuple[str, Any]] | None:
 
 def _bound_digest(t: Task) -> tuple[str, dict[str, str]]:
     """Hash the values bound into the task's callable now (they may have changed since the last call)."""
-    import warnings
-
-    from .serialize import PickleWarning, hash_value
+    from .serialize import hash_value
 
     parts = {}
     for label, get in t._bound:
         value = get()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PickleWarning)  # an instance pickles, as a class-body task's self
-                parts[label] = hash_value(value).hex()
+            parts[label] = hash_value(value).hex()  # an instance may pickle, as a class-body task's self does
         except SerializationError as e:
             raise SerializationError(f"task {t.name}: cannot hash its bound value {label[6:]}: {e}") from None
     h = xxhash.xxh3_128()
