@@ -27,7 +27,7 @@ from . import runs as R
 from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
-from .fingerprint import fingerprint, module_name
+from .fingerprint import fingerprint
 from .environment import environment
 from .io import Artifact
 from .leases import begin, committed_counter, end, leases, wait
@@ -280,6 +280,8 @@ def task(fn: Callable | None = None, **options):
 
 def _describe(fn) -> tuple[str, str, str]:
     """(module, qualname, name) naming a callable; ``__main__`` resolved to its importable name."""
+    from .fingerprint import module_name
+
     if isinstance(fn, functools.partial):
         module, qual, name = _describe(fn.func)
         return module, f"partial({qual})", name
