@@ -144,12 +144,13 @@ _main_cache: dict[str, str] = {}
 
 
 def module_name(name: str | None) -> str:
-    """The importable name of the module called ``name`` in this process.
+    """The importable name of module ``name`` as this process runs it.
 
-    ``__main__`` (and ``__mp_main__`` in spawned workers) resolve to the name
-    the same file is imported under: its spec name for ``python -m pkg.mod``,
-    else the file's dotted path below the ``sys.path`` entry holding it. A
-    main module with no file (``python -c``, a notebook) stays ``__main__``.
+    ``__main__`` (and ``__mp_main__``, the main module re-run in spawned
+    workers) resolve to the spec name of the module that was started, so
+    ``python -m pkg.mod``, ``import pkg.mod`` and their workers agree. A script
+    run by path or ``python -c`` has no importable name: ``__main__`` it stays,
+    in its spawned workers too.
     """
     if not name:
         return "__main__"
@@ -157,32 +158,10 @@ def module_name(name: str | None) -> str:
         return name
     hit = _main_cache.get(name)
     if hit is None:
-        hit = _main_cache[name] = _resolve_main(sys.modules.get(name)) or "__main__"
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        ok = spec is not None and spec.name and spec.name not in _MAIN_NAMES
+        hit = _main_cache[name] = spec.name if ok else "__main__"
     return hit
-
-
-def _resolve_main(mod) -> str | None:
-    spec = getattr(mod, "__spec__", None)
-    if spec is not None and spec.name and spec.name not in _MAIN_NAMES:
-        return spec.name
-    f = getattr(mod, "__file__", None)
-    if not f or not f.endswith(".py"):
-        return None
-    f = os.path.realpath(f)
-    best = None
-    for entry in sys.path:
-        root = os.path.realpath(entry or os.getcwd())
-        if not f.startswith(root + os.sep):
-            continue
-        rel = os.path.relpath(f, root)[:-3].split(os.sep)
-        if rel[-1] == "__init__":
-            rel = rel[:-1]
-        pkg_dirs = [os.path.join(root, *rel[:i]) for i in range(1, len(rel))]
-        if rel and all(p.isidentifier() for p in rel) and all(
-                os.path.exists(os.path.join(d, "__init__.py")) for d in pkg_dirs):
-            if best is None or len(rel) < len(best):
-                best = rel
-    return ".".join(best) if best else None
 
 
 def _third_party_roots() -> tuple[str, ...]:
