@@ -27,7 +27,7 @@ from . import runs as R
 from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
-from .fingerprint import fingerprint, module_name
+from .fingerprint import fingerprint
 from .environment import environment
 from .io import Artifact
 from .leases import begin, committed_counter, end, leases, wait
@@ -52,8 +52,14 @@ class Task:
     Use bare (``@Task``), as ``@Task.make_task``, or with options through
     ``@Task.make(...)`` / ``@terra.task(...)``.
 
+    Its ``identity`` is the importable ``module:qualname`` of the code it wraps
+    (``__main__`` resolved to the file's import name); a partial, bound method
+    or callable object is named after its function or class, and the values
+    bound into it are hashed into every call's key. A task pickles by
+    reference to its module-level name, else by value (cloudpickle).
+
     Args:
-        fn: the function or class.
+        fn: a function, class, ``functools.partial``, bound method or callable object.
         version: pins the code fingerprint: the cache survives code edits until it changes.
         no_dump_args: arguments neither stored nor part of the cache key.
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
@@ -312,6 +318,8 @@ def task(fn: Callable | None = None, **options):
 
 def _describe(fn) -> tuple[str, str, str]:
     """(module, qualname, name) naming a callable; ``__main__`` resolved to its importable name."""
+    from .fingerprint import module_name
+
     if isinstance(fn, functools.partial):
         module, qual, name = _describe(fn.func)
         return module, f"partial({qual})", name
@@ -342,17 +350,13 @@ def _bound_values(fn) -> list[tuple[str, Any]] | None:
 
 def _bound_digest(t: Task) -> tuple[str, dict[str, str]]:
     """Hash the values bound into the task's callable now (they may have changed since the last call)."""
-    import warnings
-
-    from .serialize import PickleWarning, hash_value
+    from .serialize import hash_value
 
     parts = {}
     for label, get in t._bound:
         value = get()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PickleWarning)  # an instance pickles, as a class-body task's self
-                parts[label] = hash_value(value).hex()
+            parts[label] = hash_value(value).hex()  # an instance may pickle, as a class-body task's self does
         except SerializationError as e:
             raise SerializationError(f"task {t.name}: cannot hash its bound value {label[6:]}: {e}") from None
     h = xxhash.xxh3_128()

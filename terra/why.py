@@ -53,12 +53,12 @@ class WhyResult:
         if self.baseline is None:
             return f"run {self.run_id} is the first recorded run of {self.task}"
         bits = []
-        if self.identity:
-            bits.append(f"the task's identity changed ({self.identity[0]} -> {self.identity[1]})")
         if self.args:
             bits.append("arguments " + ", ".join(a.name for a in self.args) + " changed")
         if self.version:
             bits.append("the task version changed")
+        if self.identity:
+            bits.append(f"the task's identity changed ({self.identity[0]} -> {self.identity[1]})")
         bound = [n for n in self.code_changed + self.code_added + self.code_removed if n.startswith("bound:")]
         if bound:
             bits.append("bound values " + ", ".join(n[6:] for n in bound) + " changed")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import terra
-from terra import fingerprint as F
+from terra import _guards
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_large_constants_are_hashed_by_value(load):
 
 
 def test_values_over_the_limit_are_recorded_and_named_by_why(load, monkeypatch):
-    monkeypatch.setattr(F, "MAX_CONST_BYTES", 1024)
+    monkeypatch.setattr(_guards, "MAX_CONST_BYTES", 1024)
     m = load("cfg", CONFIG_MODULE)
     m.big_first(1)
     rid = m.big_first.last_run_id
@@ -174,12 +174,12 @@ def test_methods_of_classes_without_source_are_hashed(tmp_path, python, subproce
 
 def test_content_guard_is_exact_for_small_values():
     a = {"k": [1, 2, {"x": 1.0}]}
-    g = F.content_guard(a)
+    g = _guards.content_guard(a)
     a["k"][2]["x"] = 1
-    assert F.content_guard(a) != g
+    assert _guards.content_guard(a) != g
     a["k"][2]["x"] = 1.0
-    assert F.content_guard(a) == g
+    assert _guards.content_guard(a) == g
     arr = np.arange(100)
-    g = F.content_guard(arr)
+    g = _guards.content_guard(arr)
     arr[57] = -1
-    assert F.content_guard(arr) != g
+    assert _guards.content_guard(arr) != g

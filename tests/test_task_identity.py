@@ -268,12 +268,12 @@ def test_main_script_tasks_run_in_spawned_workers(tmp_path, python, subprocess_e
     store = str(tmp_path / "s")
     out = subprocess.run([python, str(script), store], env=subprocess_env, capture_output=True, text=True,
                          cwd=str(tmp_path), check=True)
-    assert out.stdout.split("\n")[:2] == ["[0, 1, 4, 9]", "pipeline:sq True 4"]
+    assert out.stdout.split("\n")[:2] == ["[0, 1, 4, 9]", "__main__:sq True 4"]
     identities = subprocess.run(
         [python, "-c", f"import terra; terra.configure(storage_dir={store!r}); "
                        "r = terra.get_runs(); print(sorted(set(r['module'] + ':' + r['fn'])))"],
         env=subprocess_env, capture_output=True, text=True, check=True).stdout.strip()
-    assert identities == "['pipeline:sq']"
+    assert identities == "['__main__:sq']"  # not __mp_main__ in the workers
 
 
 # -- 9.3 identity does not depend on how the module was started ----------------------------------------------
@@ -284,6 +284,8 @@ def test_identity_same_for_python_m_and_import(tmp_path, python, subprocess_env)
     _write(pkg / "__init__.py", "")
     _write(pkg / "stage.py", """
         import sys
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
         import terra
         from terra import Task
 
@@ -291,24 +293,25 @@ def test_identity_same_for_python_m_and_import(tmp_path, python, subprocess_env)
         def f(x):
             return x + 1
 
+        def identity_in_worker():
+            return f.identity  # this module re-run as __mp_main__ in a spawned worker
+
         if __name__ == "__main__":
             terra.configure(storage_dir=sys.argv[1])
             print(f.identity)
             f(2)
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as ex:
+                print(ex.submit(identity_in_worker).result())
     """)
     store = str(tmp_path / "s")
     env = {**subprocess_env, "PYTHONPATH": f"{tmp_path / 'proj'}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
     first = subprocess.run([python, "-m", "stagepkg.stage", store], env=env, capture_output=True, text=True,
                            check=True, cwd=str(tmp_path))
-    assert first.stdout.split("\n")[:2] == ["stagepkg.stage:f", "task: f, run_id=1"]
+    assert first.stdout.split("\n")[:3] == ["stagepkg.stage:f", "task: f, run_id=1", "stagepkg.stage:f"]
     second = subprocess.run(
         [python, "-c", f"import terra, stagepkg.stage as s; terra.configure(storage_dir={store!r}); s.f(2)"],
         env=env, capture_output=True, text=True, check=True)
     assert second.stdout.strip() == "task: f, run_id=1 (cached)"
-    # A script run by path is its file's import name too.
-    third = subprocess.run([python, str(pkg / "stage.py"), store], env=env, capture_output=True, text=True,
-                           check=True, cwd=str(pkg))
-    assert third.stdout.split("\n")[0] == "stage:f"
 
 
 def test_why_names_an_identity_change(module_dir):
