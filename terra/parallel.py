@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import contextlib
+import itertools
 import os
 import pickle
 import sys
@@ -418,7 +419,10 @@ def _completed(t: Task, calls: list, executor, ordered: bool) -> Iterator[Any]:
                 index.setdefault(f, []).append(i)
             failed = None
             yield None
-            for f in cf.as_completed(index):
+            done, waiting = [], []
+            for f in index:  # hits and calls run here are done: no waiting machinery for them
+                (done if f.done() else waiting).append(f)
+            for f in itertools.chain(done, cf.as_completed(waiting)):
                 for i in index[f]:
                     advance()
                     if ordered:
