@@ -45,6 +45,7 @@ from .config import configure, get_config
 from .errors import NotFound, TaskError, TerraError
 from .objects import ObjectId
 from .session import current_store, store_at
+from .task import _artifacts, _execute_keyed, _hit, _lookup, _prepare
 
 if TYPE_CHECKING:
     from .task import Task
@@ -148,8 +149,6 @@ def work(call: Call) -> Done:
 
 
 def _attempt(call: Call, store, scratch: bool) -> Done:
-    from .task import _execute_keyed
-
     t = call.task
     error = tb = None
     run_id = None
@@ -229,6 +228,34 @@ def _scratch_dir() -> str:
 # -- the driver side -----------------------------------------------------------------
 
 
+class _Ready:
+    """A call answered at once (a hit, or run in this process): a done Future without its locks."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value, error: BaseException | None = None):
+        self.value, self.error = value, error
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        return self.error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def future(self) -> cf.Future:
+        f = cf.Future()
+        if self.error is not None:
+            f.set_exception(self.error)
+        else:
+            f.set_result(self.value)
+        return f
+
+
 class _Driver:
     """One batch of calls of one task: keys, hits, duplicates, submission, results."""
 
@@ -244,9 +271,8 @@ class _Driver:
         self._remote: tuple | None = None
         self._code: dict | None = None
 
-    def submit(self, args: tuple, kwargs: dict) -> cf.Future:
-        from .task import _execute_keyed, _hit, _lookup, _prepare
-
+    def submit(self, args: tuple, kwargs: dict) -> cf.Future | _Ready:
+        """The call's Future, or a :class:`_Ready` when it is answered here and now."""
         t, store = self.t, self.store
         bound, dumped, key = _prepare(t, args, kwargs, store)
         if t.cache:
@@ -255,18 +281,19 @@ class _Driver:
                 return f
             hit = _lookup(store, key)
             if hit is not None:
-                f = self.futures[key] = cf.Future()
-                f.set_result(_hit(t, store, hit, self.cfg)[1])
+                f = self.futures[key] = _Ready(_hit(t, store, hit, self.cfg)[1])
                 return f
+        if self.executor is None:  # in this process, now; its notification goes where a call's goes
+            try:
+                f = _Ready(_execute_keyed(t, store, key, args, kwargs, bound, dumped, False)[1])
+            except Exception as e:  # noqa: BLE001 - the future carries it
+                f = _Ready(None, e)
+            if t.cache:
+                self.futures[key] = f
+            return f
         f = cf.Future()
         if t.cache:
             self.futures[key] = f
-        if self.executor is None:  # in this process, now; its notification goes where a call's goes
-            try:
-                f.set_result(_execute_keyed(t, store, key, args, kwargs, bound, dumped, False)[1])
-            except Exception as e:  # noqa: BLE001 - the future carries it
-                f.set_exception(e)
-            return f
         call = self._call(args, kwargs, bound, dumped, key)
         try:
             ef = self.executor.submit(work, call)
@@ -279,8 +306,6 @@ class _Driver:
         return f
 
     def _call(self, args, kwargs, bound, dumped, key) -> Call:
-        from .task import _artifacts
-
         store = self.store
         arts: list = []
         _artifacts(list(dumped.values()), arts)
@@ -328,7 +353,6 @@ class _Driver:
     def _resend(self, call: Call, f: cf.Future) -> None:
         """Push the runs of a call's inputs to the remote (a worker elsewhere reads them there), then resend it."""
         from .remote import push
-        from .task import _artifacts
 
         try:
             arts: list = []
@@ -393,7 +417,8 @@ def _output(store, run_id: int):
 
 def submit_call(t: Task, args: tuple, kwargs: dict, executor=None) -> cf.Future:
     """One call of ``t`` as a Future (see :meth:`terra.Task.submit`)."""
-    return _Driver(t, executor, each=True).submit(args, kwargs)
+    f = _Driver(t, executor, each=True).submit(args, kwargs)
+    return f.future() if isinstance(f, _Ready) else f
 
 
 def map_calls(t: Task, iterables: tuple, executor=None, as_completed: bool = False):
