@@ -158,9 +158,11 @@ def run_ref(store: Store, run_id: int) -> dict:
 def _check_id(run_id) -> int:
     if isinstance(run_id, bool) or not isinstance(run_id, int):
         try:
-            return int(str(run_id))
+            run_id = int(str(run_id))
         except ValueError:
             raise NotFound(f"run_id must be an integer, got {run_id!r}") from None
+    if not 0 <= run_id < 1 << 64:  # run ids are 8-byte keys: nothing outside can exist
+        raise NotFound(f"no run with run_id={run_id!r}")
     return run_id
 
 
