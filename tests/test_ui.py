@@ -88,7 +88,8 @@ def test_run_page_shows_record_previews_log_files_environment_why_lineage(ui):
         assert text in page, text
     assert f"/artifact/{ids['data']}" in page and "from run <a href='/run/1'>1</a>" in page
     assert "shape</th><td>5 × 3" in page and "dtype</th><td>float64" in page  # array summary of the weights
-    assert "<svg" in page and 'data-run="1"' in page and 'href="/run/1" class="node"' in page  # lineage links to parents
+    # the lineage links to the parents
+    assert "<svg" in page and 'data-run="1"' in page and 'href="/run/1" class="node"' in page
     first = get(server, "/run/1")
     assert "sepal_length" in first and "150 rows × 5 columns" in first  # DataFrame head
     assert "compared with run 3" in get(server, "/run/6") and "/compare?run=3&amp;run=6" in get(server, "/run/6")

@@ -36,7 +36,7 @@ class BadRequest(TerraError):
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;font-size:14px}
 header{background:#2b3a42;color:#fff;padding:8px 16px}header a{color:#fff;text-decoration:none;margin-right:16px}
-main{padding:12px 16px}h1{font-size:20px;margin:8px 0}h2{font-size:16px;margin:18px 0 6px}
+main{padding:12px 16px}td.t{white-space:nowrap}h1{font-size:20px;margin:8px 0}h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th a{color:inherit}tr:hover{background:#f6f8fa}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:480px}
 .status{padding:1px 6px;border-radius:8px;font-size:12px}.success{background:#d9f2d9}.failure{background:#f8d0d0}
@@ -68,6 +68,8 @@ def _time(t) -> str:
 def _dur(d) -> str:
     if d is None:
         return ""
+    if d < 1:
+        return f"{d * 1e3:.3g} ms"
     return f"{d:.3g} s" if d < 100 else f"{d:,.0f} s"
 
 
@@ -184,7 +186,8 @@ def runs_page(store, q: dict) -> str:
         cells = [f"<td><input type=checkbox name=run value={r.run_id} aria-label='select run {r.run_id}'></td>",
                  f"<td>{_run_link(r.run_id)}</td>",
                  f"<td title='{e(r.identity or '')}'>{e(r.task or '?')}</td>", f"<td>{_status(r.status)}</td>",
-                 f"<td>{_time(r.start_time)}</td>", f"<td>{_dur(r.duration)}</td>", f"<td>{e(r.host or '')}</td>",
+                 f"<td class=t>{_time(r.start_time)}</td>", f"<td class=t>{_dur(r.duration)}</td>",
+                 f"<td>{e(r.host or '')}</td>",
                  f"<td>{tags}</td>"]
         cells += [f"<td>{_scalar(r.inputs[c]) if c in r.inputs else ''}</td>" for c in in_cols]
         cells += [f"<td>{_scalar(r.outputs[c]) if c in r.outputs else ''}</td>" for c in out_cols]
@@ -198,14 +201,15 @@ def runs_page(store, q: dict) -> str:
         f"<label>since <input name=since type=date value='{e(one.get('since', ''))}'></label>"
         f"<label>until <input name=until type=date value='{e(one.get('until', ''))}'></label>"
         "<button type=submit>filter</button> <a href='/'>clear</a></form>")
+    def page_url(n: int) -> str:
+        return "/?" + e(urlencode({**base, "sort": sort, "desc": int(desc), "page": n}))
+
     pager = []
     if page_no > 1:
-        pager.append(f"<a rel=prev href='/?{e(urlencode({**base, 'sort': sort, 'desc': int(desc), 'page': page_no - 1}))}'>← newer</a>"
-                     if sort == "run" and desc else
-                     f"<a rel=prev href='/?{e(urlencode({**base, 'sort': sort, 'desc': int(desc), 'page': page_no - 1}))}'>← previous</a>")
+        pager.append(f"<a rel=prev href='{page_url(page_no - 1)}'>← previous</a> ")
     pager.append(f"<span>page {page_no} of {pages} · {total:,} run{'s' if total != 1 else ''}</span>")
     if page_no < pages:
-        pager.append(f" <a rel=next href='/?{e(urlencode({**base, 'sort': sort, 'desc': int(desc), 'page': page_no + 1}))}'>next →</a>")
+        pager.append(f" <a rel=next href='{page_url(page_no + 1)}'>next →</a>")
     table = (f"<form method=get action='/compare'><table id=runs><thead><tr>{heads}</tr></thead>"
              f"<tbody>{''.join(body)}</tbody></table>"
              "<p><button type=submit id=compare>compare selected runs</button></p></form>") if shown else \
@@ -480,7 +484,7 @@ def compare_page(store, q: dict) -> str:
     refs = q.get("run") or []
     if len(refs) < 2:
         raise BadRequest("compare needs two or more runs: /compare?run=1&run=2")
-    rids = [resolve_run(r, store) for r in refs]
+    rids = sorted({resolve_run(r, store) for r in refs})  # the earliest run is the baseline
     metas = [R.get_meta(r, store) for r in rids]
     identities = {m.get("identity") for m in metas}
     if len(identities) > 1:
@@ -522,7 +526,8 @@ def compare_page(store, q: dict) -> str:
 
     heads = "".join(f"<th>{_run_link(r)} {_status(m.get('status', '?'))}</th>" for r, m in zip(rids, metas))
     info = [{"started": _Text(_time(m.get("start_time"))),
-             "duration": _Text(_dur(m["end_time"] - m["start_time"]) if m.get("end_time") and m.get("start_time") else ""),
+             "duration": _Text(_dur(m["end_time"] - m["start_time"] if m.get("end_time") and m.get("start_time")
+                                    else None)),
              "code": _Text(str(m.get("fingerprint", ""))[:12])} for m in metas]
     body = (f"<h1>Compare {len(rids)} runs of {e(metas[0].get('task') or '?')}</h1>"
             f"<table id=compare><thead><tr><th></th>{heads}</tr></thead><tbody>"

@@ -142,7 +142,8 @@ def describe_diff(va, vb) -> str:
             return f"shape/dtype {va.shape} {va.dtype} → {vb.shape} {vb.dtype}"
         if va.dtype.kind in "biufc":
             diff = np.abs(va.astype(np.float64) - vb.astype(np.float64)) if va.dtype.kind != "c" else np.abs(va - vb)
-            return f"max abs diff {float(np.nanmax(diff)) if diff.size else 0.0:.6g}; {int((va != vb).sum()):,} elements differ"
+            worst = float(np.nanmax(diff)) if diff.size else 0.0
+            return f"max abs diff {worst:.6g}; {int((va != vb).sum()):,} elements differ"
         return f"{int((va != vb).sum()):,} elements differ"
     if ma == mb == "pandas" and hasattr(va, "columns") and hasattr(vb, "columns"):
         sa = {c: str(t) for c, t in va.dtypes.items()}
