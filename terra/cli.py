@@ -290,7 +290,7 @@ def show_cmd(run, as_json):
 
     store = current_store()
     rid = resolve_run(run)
-    meta = terra.get_meta(rid)
+    meta = _raw_meta(rid)
     with store.refs() as txn:
         consumers = sorted({int.from_bytes(k[15:23], "big") for k, _ in txn.scan(b"edge/p/" + R.rid8(rid))})
     meta["consumers"] = consumers
@@ -338,6 +338,11 @@ def show_cmd(run, as_json):
         console.print(f"\nerror: {err.get('type')}: {err.get('message')}")
         if err.get("traceback"):
             console.print(err["traceback"].rstrip(), markup=False)
+
+
+def _raw_meta(rid: int) -> dict:
+    """A run's record without its trees: epoch-second times, for formatting here."""
+    return {k: v for k, v in terra.get_run(rid).items() if k not in ("inputs", "output", "log", "run_dir_tree")}
 
 
 def _rows_for(mapping: dict):

@@ -27,7 +27,7 @@ from .config import get_config
 from .errors import SerializationError, TaskError
 from .fingerprint import fingerprint
 from .environment import environment
-from .io import Artifact
+from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
 from .session import current_store
@@ -108,7 +108,8 @@ class Task:
 
     # -- calling ------------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskOutput:
+        """Run (or fetch from the cache) the function on these arguments; see :data:`terra.io.TaskOutput`."""
         opts = _NO_OPTS
         if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
             opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}

@@ -19,7 +19,7 @@ import terra
 from terra import demo
 from terra.session import current_store
 from terra.ui.graph import layout
-from terra.ui.values import describe_diff
+from terra.ui.diff import describe_diff
 
 import _ui_store
 

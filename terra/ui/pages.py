@@ -17,7 +17,8 @@ from ..errors import TerraError
 from ..listing import DAMAGED, RunRow, fill_details, iter_rows, run_tags
 from ..objects import ObjectId, Tree
 from .graph import to_svg
-from .values import describe_diff, kind_of, preview_html, safe_to_load
+from ..preview import kind_of, preview_html, safe_to_load
+from .diff import describe_diff
 
 __all__ = ["BadRequest", "artifact_bytes", "artifact_page", "compare_page", "download_format", "figure_bytes",
            "lineage_page", "not_found_page", "page", "run_page", "runs_page"]
@@ -236,6 +237,10 @@ def _flatten(value, path: str = "") -> list[tuple[str, object]]:
     return [(path or "(output)", value)]
 
 
+def _preview(art) -> str:
+    return preview_html(art, figure_src=lambda a: f"/artifact/{a.id}/png")
+
+
 def _value_rows(items, with_producer: bool) -> str:
     from ..io import Artifact
 
@@ -243,7 +248,7 @@ def _value_rows(items, with_producer: bool) -> str:
     for name, v in items:
         if isinstance(v, Artifact):
             prod = _run_link(v.run_id) if with_producer and v.run_id is not None else ""
-            cell = f"{_art_link(v.id)} {prod and 'from run ' + prod}<div class=preview>{preview_html(v)}</div>"
+            cell = f"{_art_link(v.id)} {prod and 'from run ' + prod}<div class=preview>{_preview(v)}</div>"
         else:
             cell = f"<code>{_scalar(v)}</code>"
         rows.append(f"<tr><th>{e(name)}</th><td>{cell}</td></tr>")
@@ -257,7 +262,7 @@ def run_page(store, rid: int, q: dict) -> str:
     from ..retention import resolve_run
 
     rid = resolve_run(rid, store)
-    meta = R.get_meta(rid, store)
+    meta = _raw_meta(store, rid)
     with store.refs() as txn:
         consumers = sorted({int.from_bytes(k[15:23], "big") for k, _ in txn.scan(b"edge/p/" + R.rid8(rid))})
     tags = run_tags(store).get(rid, [])
@@ -316,6 +321,10 @@ def run_page(store, rid: int, q: dict) -> str:
     return page(f"run {rid}", body)
 
 
+def _raw_meta(store, rid: int) -> dict:
+    return {k: v for k, v in R.get_run(rid, store).items() if k not in ("inputs", "output", "log")}
+
+
 def _kv(rows) -> str:
     return "<table class=kv>" + "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
@@ -368,7 +377,7 @@ def artifact_page(store, ident: str) -> str:
                 else "<span class=muted>no download: pickled objects are not decoded here</span>")
     rows.append(("download", download))
     return page(f"artifact {art.id[:12]}", f"<h1>Artifact <code>{art.id[:12]}</code></h1>{_kv(rows)}"
-                                          f"<h2>Preview</h2>{preview_html(art)}")
+                                          f"<h2>Preview</h2>{_preview(art)}")
 
 
 def download_format(store, oid: ObjectId, summary: dict) -> tuple[str, str] | None:
@@ -485,7 +494,7 @@ def compare_page(store, q: dict) -> str:
     if len(refs) < 2:
         raise BadRequest("compare needs two or more runs: /compare?run=1&run=2")
     rids = sorted({resolve_run(r, store) for r in refs})  # the earliest run is the baseline
-    metas = [R.get_meta(r, store) for r in rids]
+    metas = [_raw_meta(store, r) for r in rids]
     identities = {m.get("identity") for m in metas}
     if len(identities) > 1:
         raise BadRequest("compare runs of one task: got " + ", ".join(sorted(str(i) for i in identities)))

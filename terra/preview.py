@@ -1,4 +1,4 @@
-"""Previews and differences of stored values, for people to look at, never by unpickling.
+"""Previews of stored values for people to look at (notebooks, ``terra ui``), never by unpickling.
 
 A value is loaded for a preview only when every object it is made of is
 decoded by a data-only codec (arrays, Arrow frames, strings, bytes,
@@ -13,9 +13,9 @@ from __future__ import annotations
 import html
 import math
 
-from ..objects import Blob, Chunked, ObjectId, Tree
+from .objects import Blob, Chunked, ObjectId, Tree
 
-__all__ = ["SAFE_BLOBS", "SAFE_TREES", "describe_diff", "kind_of", "preview_html", "safe_to_load", "value_html"]
+__all__ = ["SAFE_BLOBS", "SAFE_TREES", "kind_of", "preview_html", "safe_to_load", "value_html"]
 
 SAFE_BLOBS = frozenset({"py", "str", "bytes", "numpy", "numpy.scalar", "arrow.buffer", "arrow.schema", "png",
                         "file"})
@@ -54,9 +54,15 @@ def safe_to_load(store, oid: ObjectId) -> bool:
     return kind_of(store, oid) == "safe"
 
 
-def preview_html(art) -> str:
-    """An HTML preview of an Artifact: frame head, array stats, figure image, text, or a summary."""
-    from ..serialize import summarize
+def preview_html(art, figure_src=None) -> str:
+    """An HTML preview of an Artifact: frame head, array stats, figure image, text, or a summary.
+
+    Args:
+        art: the :class:`terra.Artifact`.
+        figure_src: ``figure_src(art) -> str``, the image URL of a figure; by default the PNG
+            is embedded as a ``data:`` URL (for notebooks).
+    """
+    from .serialize import summarize
 
     store, oid = art.store, art.__terra_ref__
     try:
@@ -65,7 +71,7 @@ def preview_html(art) -> str:
     except Exception as e:  # noqa: BLE001 - a page shows what is wrong instead of failing
         return f'<p class="bad">unreadable: {html.escape(type(e).__name__)}: {html.escape(str(e))}</p>'
     if kind == "figure":
-        return f'<img class="figure" alt="figure {art.id[:12]}" src="/artifact/{art.id}/png"/>'
+        return f'<img class="figure" alt="figure {art.id[:12]}" src="{html.escape((figure_src or _data_url)(art))}"/>'
     if kind == "pickle":
         return f'<p class="muted">pickled object, not previewed ({html.escape(str(summary.get("type", "?")))})</p>'
     if kind == "large" or (summary.get("nbytes") or 0) > MAX_PREVIEW_BYTES:
@@ -75,6 +81,14 @@ def preview_html(art) -> str:
     except Exception as e:  # noqa: BLE001
         return f'<p class="bad">cannot load: {html.escape(type(e).__name__)}: {html.escape(str(e))}</p>'
     return value_html(value)
+
+
+def _data_url(art) -> str:
+    import base64
+
+    from .serialize import figure_png
+
+    return "data:image/png;base64," + base64.b64encode(figure_png(art.store, art.__terra_ref__)).decode()
 
 
 def value_html(value) -> str:
@@ -123,68 +137,7 @@ def _summary_text(s: dict) -> str:
     if s.get("shape") is not None:
         bits.append("×".join(map(str, s["shape"])))
     if s.get("nbytes") is not None:
-        from .._format import human_size
+        from ._format import human_size
 
         bits.append(human_size(s["nbytes"]))
     return " ".join(bits)
-
-
-# -- differences -----------------------------------------------------------------------
-
-
-def describe_diff(va, vb) -> str:
-    """A one-line description of how ``vb`` differs from ``va``."""
-    ma, mb = type(va).__module__.split(".")[0], type(vb).__module__.split(".")[0]
-    if ma == mb == "numpy" and hasattr(va, "shape") and hasattr(vb, "shape"):
-        import numpy as np
-
-        if va.shape != vb.shape or va.dtype != vb.dtype:
-            return f"shape/dtype {va.shape} {va.dtype} → {vb.shape} {vb.dtype}"
-        if va.dtype.kind in "biufc":
-            diff = np.abs(va.astype(np.float64) - vb.astype(np.float64)) if va.dtype.kind != "c" else np.abs(va - vb)
-            worst = float(np.nanmax(diff)) if diff.size else 0.0
-            return f"max abs diff {worst:.6g}; {int((va != vb).sum()):,} elements differ"
-        return f"{int((va != vb).sum()):,} elements differ"
-    if ma == mb == "pandas" and hasattr(va, "columns") and hasattr(vb, "columns"):
-        sa = {c: str(t) for c, t in va.dtypes.items()}
-        sb = {c: str(t) for c, t in vb.dtypes.items()}
-        bits = []
-        added, removed = [c for c in sb if c not in sa], [c for c in sa if c not in sb]
-        changed = [c for c in sa if c in sb and sa[c] != sb[c]]
-        if added:
-            bits.append("columns added: " + ", ".join(map(str, added)))
-        if removed:
-            bits.append("columns removed: " + ", ".join(map(str, removed)))
-        if changed:
-            bits.append("dtype changed: " + ", ".join(f"{c} {sa[c]}→{sb[c]}" for c in changed))
-        if va.shape[0] != vb.shape[0]:
-            bits.append(f"rows {va.shape[0]:,} → {vb.shape[0]:,}")
-        common = [c for c in sa if c in sb]
-        if va.shape[0] == vb.shape[0] and common:
-            x, y = va[common].reset_index(drop=True), vb[common].reset_index(drop=True)
-            rows = int((~((x == y) | (x.isna() & y.isna()))).any(axis=1).sum())
-            bits.append(f"{rows:,} of {va.shape[0]:,} rows changed")
-        return "; ".join(bits) or "same schema and rows (index or metadata differ)"
-    if isinstance(va, dict) and isinstance(vb, dict):
-        added = [k for k in vb if k not in va]
-        removed = [k for k in va if k not in vb]
-        changed = [k for k in va if k in vb and not _equal(va[k], vb[k])]
-        bits = []
-        if added:
-            bits.append("keys added: " + ", ".join(map(str, added)))
-        if removed:
-            bits.append("keys removed: " + ", ".join(map(str, removed)))
-        if changed:
-            bits.append("changed: " + ", ".join(map(str, changed)))
-        return "; ".join(bits) or "same keys and values"
-    if isinstance(va, str) and isinstance(vb, str):
-        return f"text of {len(va):,} → {len(vb):,} characters"
-    return f"{type(va).__name__} → {type(vb).__name__}" if type(va) is not type(vb) else "values differ"
-
-
-def _equal(x, y) -> bool:
-    try:
-        r = x == y
-        return bool(r.all()) if hasattr(r, "all") else bool(r)
-    except Exception:  # noqa: BLE001 - incomparable counts as different
-        return False
