@@ -109,4 +109,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's tasks: as `python -m terra.demo` this file is __main__, and tasks
+    # defined here would be recorded as __main__:train, mixing with any script's own `train`.
+    from terra.demo import main as _main
+
+    _main()
