@@ -580,14 +580,18 @@ def ui_cmd(port, host):
 @click.option("--format", "fmt", type=click.Choice(["tree", "dot", "mermaid", "json"]), default="tree",
               show_default=True)
 @click.option("--downstream", is_flag=True, help="Follow what was derived from REF instead of its sources.")
-def lineage_cmd(ref, fmt, downstream):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as --format json).")
+def lineage_cmd(ref, fmt, downstream, as_json):
     """Trace where a run or artifact came from (or, with --downstream, what came of it).
 
     REF is a run id, a tag, or an artifact id / unique prefix.
     """
     dag = terra.provenance(ref, downstream=downstream)
-    if fmt == "json":
-        _print_json(dag.to_dict())
+    if fmt == "json" or as_json:
+        data = dag.to_dict()
+        for run in data.get("runs", []):
+            run["start_time"] = iso_time(run.get("start_time"))
+        _print_json(data)
     else:
         click.echo({"tree": dag.to_text, "dot": dag.to_dot, "mermaid": dag.to_mermaid}[fmt]())
 

@@ -100,6 +100,27 @@ def test_exit_codes_and_flag_names(root):
     assert "--force" in err and "--cascade" in err
 
 
+def test_every_listing_and_report_takes_json_with_iso_times(root):
+    data = json.loads(run(root, "lineage", 3, "--json").stdout)
+    assert data["runs"][0]["start_time"].endswith("+00:00")
+    for args in (["ls"], ["show", 3], ["inp", 3], ["out", 3], ["why", 3], ["tags"], ["rm", 3, "--dry-run"],
+                 ["gc", "--dry-run"], ["fsck"], ["du"], ["cat", terra.out(3)["weights"].id]):
+        times = list(_time_fields(json.loads(run(root, *args, "--json").stdout)))
+        assert all(t is None or (isinstance(t, str) and t.endswith("+00:00")) for t in times), (args, times)
+
+
+def _time_fields(data):
+    """Every value under a key ending in ``_time``, anywhere in a JSON document."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k.endswith("_time"):
+                yield v
+            yield from _time_fields(v)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _time_fields(v)
+
+
 def test_rm_dry_run_removes_nothing(root):
     out = json.loads(run(root, "rm", "--task", "step", "--keep-last", "20", "--dry-run", "--json").stdout)
     assert out["removed"] == [1, 2, 3, 4, 5] and out["dry_run"] is True
