@@ -10,6 +10,7 @@ the listing.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from . import runs as R
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
-__all__ = ["RunRow", "iso_time", "list_runs", "run_tags", "scalars_of"]
+__all__ = ["RunRow", "fill_details", "iso_time", "iter_rows", "list_runs", "page_of_runs", "run_tags", "scalars_of"]
 
 DAMAGED = "damaged"
 
@@ -159,8 +160,13 @@ def _task_match(row: RunRow, task: str) -> bool:
 
 
 def iter_rows(store: Store, task: str | None = None, status: str | None = None, since: float | None = None,
-              until: float | None = None, tag: str | None = None):
-    """Rows from the refs alone (no records read), newest first, filtered."""
+              until: float | None = None, tag: str | None = None, cache: dict | None = None):
+    """Rows from the refs alone (no records read), newest first, filtered.
+
+    Args:
+        cache: a dict kept between calls (by a server): decoded entries of finished
+            runs by their raw bytes, which never change while the entry stays.
+    """
     tagged = run_tags(store)
     want = None
     if tag is not None:
@@ -170,7 +176,14 @@ def iter_rows(store: Store, task: str | None = None, status: str | None = None, 
     for rid, raw in entries:
         if want is not None and rid not in want:
             continue
-        row = _row(rid, raw)
+        row = cache.get(raw) if cache is not None else None
+        if row is None or row.run_id != rid:
+            row = _row(rid, raw)
+            if cache is not None and row.status not in ("running", DAMAGED):
+                if len(cache) > 1_000_000:
+                    cache.clear()
+                cache[raw] = row
+        row = copy.copy(row)
         if task is not None and not _task_match(row, task):
             continue
         if status is not None and row.status != status:
@@ -181,6 +194,22 @@ def iter_rows(store: Store, task: str | None = None, status: str | None = None, 
             continue
         row.tags = sorted(tagged.get(rid, []))
         yield row
+
+
+def page_of_runs(store: Store, offset: int, count: int, newest_first: bool = True) -> tuple[list[RunRow], int]:
+    """One page of all runs in id order, decoding only that page: ``(rows, total)``."""
+    with store.refs() as txn:
+        keys = [bytes(k) for k, _ in txn.scan(b"run/", reverse=newest_first)]
+        raws = [(int.from_bytes(k[4:], "big"), txn.get(k)) for k in keys[offset: offset + count]]
+    tagged = run_tags(store)
+    rows = []
+    for rid, raw in raws:
+        if raw is None:  # removed since the scan
+            continue
+        row = fill_details(store, _row(rid, bytes(raw)))
+        row.tags = sorted(tagged.get(rid, []))
+        rows.append(row)
+    return rows, len(keys)
 
 
 def list_runs(task: str | None = None, status: str | None = None, since: float | None = None,

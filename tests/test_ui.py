@@ -226,3 +226,32 @@ def test_api_json_free_runs_table_scales_to_pages(tmp_path):
     assert [r.run_id for r in rows] == list(range(30, 23, -1)) and more == 23
     assert rows[0].outputs == {"output": 58} and rows[0].inputs == {"i": 29}
     assert json.loads(json.dumps(rows[0].to_json()))["start_time"].endswith("+00:00")
+
+
+def test_cached_listing_follows_changes_to_the_store(tmp_path):
+    """The server's decoded-entry cache is keyed by the raw entry: removals, new runs and tags show at once."""
+    from terra.listing import iter_rows, page_of_runs
+
+    terra.configure(storage_dir=str(tmp_path / "s"), quiet=True)
+    store = current_store()
+
+    @terra.Task.make_task
+    def sq(i: int):
+        return i * i
+
+    for i in range(6):
+        sq(i)
+    cache: dict = {}
+    assert [r.run_id for r in iter_rows(store, status="success", cache=cache)] == [6, 5, 4, 3, 2, 1]
+    terra.rm([3])
+    terra.tag(5, "keep")
+    sq(10)
+    rows = list(iter_rows(store, status="success", cache=cache))
+    assert [r.run_id for r in rows] == [7, 6, 5, 4, 2, 1]
+    assert [r.tags for r in rows if r.run_id == 5] == [["keep"]] and len(cache) == 7
+    assert [r.tags for r in iter_rows(store, cache=cache) if r.run_id == 6] == [[]]  # copies: tags never leak
+    page, total = page_of_runs(store, 2, 2)
+    assert [r.run_id for r in page] == [5, 4] and total == 6 and page[0].tags == ["keep"]
+    assert page[1].outputs == {"output": 9}
+    page, total = page_of_runs(store, 0, 4, newest_first=False)
+    assert [r.run_id for r in page] == [1, 2, 4, 5]

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from .. import runs as R
 from ..errors import TerraError
-from ..listing import DAMAGED, RunRow, fill_details, iter_rows, run_tags
+from ..listing import DAMAGED, RunRow, fill_details, iter_rows, page_of_runs, run_tags
 from ..objects import ObjectId, Tree
 from .graph import to_svg
 from ..preview import kind_of, preview_html, safe_to_load
@@ -89,6 +89,7 @@ def _scalar(v) -> str:
 # -- runs table -----------------------------------------------------------------------
 
 _details_cache: dict[tuple[int, bytes | None], RunRow] = {}
+_refs_cache: dict[bytes, RunRow] = {}
 _cache_lock = threading.Lock()
 _REF_SORTS = {"run": lambda r: r.run_id, "task": lambda r: (r.task or "", r.run_id),
               "status": lambda r: (r.status, r.run_id), "start": lambda r: (r.start_time or 0, r.run_id),
@@ -160,14 +161,22 @@ def runs_page(store, q: dict) -> str:
     if status and status not in R.STATUSES + (DAMAGED,):
         raise BadRequest(f"unknown status {status!r}")
     key = _sort_key(sort)
-    rows = list(iter_rows(store, task, status, since, until, tag))
-    if sort not in _REF_SORTS:  # a scalar column: every matching record is needed to sort
-        rows = [_details(store, r) for r in rows]
-    rows.sort(key=key, reverse=desc)
-    total = len(rows)
-    pages = max(1, -(-total // per))
-    page_no = min(page_no, pages)
-    shown = [_details(store, r) for r in rows[(page_no - 1) * per: page_no * per]]
+    if sort == "run" and not (task or status or tag or since or until):
+        # All runs in id order: only the page shown is decoded, however many runs there are.
+        shown, total = page_of_runs(store, (page_no - 1) * per, per, newest_first=desc)
+        pages = max(1, -(-total // per))
+        if page_no > pages:
+            page_no = pages
+            shown, total = page_of_runs(store, (page_no - 1) * per, per, newest_first=desc)
+    else:
+        rows = list(iter_rows(store, task, status, since, until, tag, cache=_refs_cache))
+        if sort not in _REF_SORTS:  # a scalar column: every matching record is needed to sort
+            rows = [_details(store, r) for r in rows]
+        rows.sort(key=key, reverse=desc)
+        total = len(rows)
+        pages = max(1, -(-total // per))
+        page_no = min(page_no, pages)
+        shown = [_details(store, r) for r in rows[(page_no - 1) * per: page_no * per]]
     in_cols = _columns(r.inputs for r in shown)
     out_cols = _columns(r.outputs for r in shown)
     base = {k: v for k, v in one.items() if k in ("task", "status", "tag", "since", "until", "per") and v}
@@ -293,8 +302,12 @@ def run_page(store, rid: int, q: dict) -> str:
                  f"<pre>{e(str(err.get('traceback') or ''))}</pre>")
     inputs = terra.inp(rid, store)
     outputs = _flatten(terra.out(rid, store)) if meta.get("status") == "success" else []
-    log = R.get_log(rid, store)
-    log_html = (f"<pre id=log>{e(log[-200_000:])}</pre>" if log else "<p class=muted id=log>no output captured</p>")
+    try:
+        log = R.get_log(rid, store)
+        log_html = (f"<pre id=log>{e(log[-200_000:])}</pre>" if log else
+                    "<p class=muted id=log>no output captured</p>")
+    except Exception as ex:  # noqa: BLE001 - the rest of the page is still worth showing
+        log_html = f"<p class=bad id=log>log unreadable: {e(type(ex).__name__)}: {e(str(ex))}</p>"
     try:
         why = terra.why(rid, store)
         why_html = f"<pre id=why>{e(str(why))}</pre>"
