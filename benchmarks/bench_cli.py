@@ -2,7 +2,8 @@
 
 Each command is a fresh ``python -m terra`` process (what a user waits for),
 measured beside ``python -c pass`` in the same run, interleaved, medians.
-The stores are built with real task calls (one small task printing a line,
+``import terra`` alone is timed too: it is the floor every command pays
+before it reads anything. The stores are built with real task calls (one small task printing a line,
 so every run has a log and scalar inputs/outputs). Run alone:
 ``python -m benchmarks cli``.
 """
@@ -65,7 +66,8 @@ def run(report, quick: bool = False) -> None:
             _build(stores[n], n)
             print(f"built a {n}-run store in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         py = [sys.executable]
-        cases = [("python -c pass", None, py + ["-c", "pass"])]
+        cases = [("python -c pass", None, py + ["-c", "pass"]),
+                 ("python -c 'import terra' (the floor of any command)", None, py + ["-c", "import terra"])]
         for n, root in stores.items():
             terra = py + ["-m", "terra", "--store", root]
             mid = str(n // 2)
