@@ -255,3 +255,26 @@ def test_cached_listing_follows_changes_to_the_store(tmp_path):
     assert page[1].outputs == {"output": 9}
     page, total = page_of_runs(store, 0, 4, newest_first=False)
     assert [r.run_id for r in page] == [1, 2, 4, 5]
+
+
+def test_concurrent_requests_all_succeed(ui):
+    """The threaded server reads one LMDB store from many threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, ids = ui
+    paths = ["/", "/run/3", "/run/9", f"/artifact/{ids['data']}", "/lineage/7", "/compare?run=3&run=6",
+             "/?status=success&sort=out:accuracy", f"/artifact/{ids['weights']}/download"] * 6
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda p: get(server, p), paths))
+    assert len(bodies) == len(paths) and all(len(b) > 100 for b in bodies)
+
+
+def test_terra_ui_refuses_a_busy_port(ui):
+    from click.testing import CliRunner
+
+    from terra.cli import cli
+
+    server, _ = ui
+    port = server.server_address[1]
+    r = CliRunner().invoke(cli, ["--store", server.store.root, "ui", "--port", str(port)])
+    assert r.exit_code == 1 and "cannot listen on 127.0.0.1" in r.stderr and "--port" in r.stderr
