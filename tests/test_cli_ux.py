@@ -172,17 +172,20 @@ def test_cat_writes_natural_formats_or_refuses(root, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".terra-cat-")]
 
 
-def test_python_dash_m_terra_and_no_pandas_for_ls_show_log(root):
+def test_python_dash_m_terra_and_no_pandas_for_ls_show_log_cat(root):
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     probe = (
         "import sys\nfrom terra.cli import main\n"
-        "for argv in (['ls'], ['ls', '--all', '--json'], ['show', '3'], ['log', '3'], ['why', 'step']):\n"
+        "for argv in (['ls'], ['ls', '--all', '--json'], ['show', '3'], ['log', '3'], ['why', 'step'],\n"
+        "             ['cat', sys.argv[2]], ['cat', sys.argv[2], '-o', sys.argv[3]]):\n"
         "    try:\n        main(['--store', sys.argv[1], *argv])\n    except SystemExit as e:\n"
         "        assert not e.code, (argv, e.code)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'pyarrow'))\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    r = subprocess.run([sys.executable, "-c", probe, root], capture_output=True, text=True, env=env, timeout=120)
+    weights = terra.out(3)["weights"].id
+    r = subprocess.run([sys.executable, "-c", probe, root, weights, os.path.join(root, "..", "w.npy")],
+                       capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "HEAVY []" in r.stderr
     r = subprocess.run([sys.executable, "-m", "terra", "--store", root, "ls", "-n", "1"], capture_output=True,
