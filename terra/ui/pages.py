@@ -7,6 +7,7 @@ the navigation, so every page works without JavaScript.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import html
 import threading
@@ -108,7 +109,8 @@ def _details(store, row: RunRow) -> RunRow:
                 if len(_details_cache) > 200_000:
                     _details_cache.clear()
                 _details_cache[key] = hit
-    else:
+    else:  # a copy: the cached row is shared between requests (threads)
+        hit = copy.copy(hit)
         hit.tags, hit.status = row.tags, row.status
     return hit
 
