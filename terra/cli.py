@@ -354,11 +354,17 @@ def _rows_for(mapping: dict):
 
 @cli.command("log")
 @click.argument("run")
-def log_cmd(run):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the run id and its log.")
+def log_cmd(run, as_json):
     """Print a run's captured stdout, stderr and logging."""
     from .retention import resolve_run
 
-    click.echo(terra.get_log(resolve_run(run)), nl=False)
+    rid = resolve_run(run)
+    text = terra.get_log(rid)
+    if as_json:
+        _print_json({"run_id": rid, "log": text})
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.command("inp")
@@ -683,7 +689,8 @@ def rm_cmd(runs, task, keep_last, failed, older_than, force, cascade, dry_run, a
 @click.argument("run")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Move the tag if it names another run.")
-def tag_cmd(run, name, force):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tag_cmd(run, name, force, as_json):
     """Pin RUN under NAME (pinned runs survive retention and rm without --force)."""
     try:
         rid = terra.tag(run, name, force=force)
@@ -691,15 +698,22 @@ def tag_cmd(run, name, force):
         raise
     except TerraError as e:
         raise TerraError(_as_flags(str(e))) from None
-    click.echo(f"tagged run {rid} as {name}")
+    if as_json:
+        _print_json({"tag": name, "run_id": rid})
+    else:
+        click.echo(f"tagged run {rid} as {name}")
 
 
 @cli.command("untag")
 @click.argument("name")
-def untag_cmd(name):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def untag_cmd(name, as_json):
     """Remove tag NAME (the run stays)."""
     rid = terra.untag(name)
-    click.echo(f"removed tag {name} (run {rid})")
+    if as_json:
+        _print_json({"tag": name, "run_id": rid})
+    else:
+        click.echo(f"removed tag {name} (run {rid})")
 
 
 @cli.command("tags")

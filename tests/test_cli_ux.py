@@ -104,7 +104,8 @@ def test_every_listing_and_report_takes_json_with_iso_times(root):
     data = json.loads(run(root, "lineage", 3, "--json").stdout)
     assert data["runs"][0]["start_time"].endswith("+00:00")
     for args in (["ls"], ["show", 3], ["inp", 3], ["out", 3], ["why", 3], ["tags"], ["rm", 3, "--dry-run"],
-                 ["gc", "--dry-run"], ["fsck"], ["du"], ["cat", terra.out(3)["weights"].id]):
+                 ["gc", "--dry-run"], ["fsck"], ["du"], ["cat", terra.out(3)["weights"].id], ["log", 3],
+                 ["tag", 3, "t3"], ["untag", "t3"]):
         times = list(_time_fields(json.loads(run(root, *args, "--json").stdout)))
         assert all(t is None or (isinstance(t, str) and t.endswith("+00:00")) for t in times), (args, times)
 
