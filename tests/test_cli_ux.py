@@ -202,3 +202,14 @@ def test_failed_runs_list_with_their_error(root):
         bad(1)
     row = json.loads(run(root, "ls", "-n", "1", "--status", "failure", "--json").stdout)[0]
     assert row["task"] == "bad" and row["error"].endswith("ValueError") and row["outputs"] == {}
+
+
+REPORTING = ("ls", "show", "log", "inp", "out", "cat", "lineage", "why", "rm", "tag", "untag", "tags", "gc", "fsck",
+             "du")
+
+
+def test_every_command_that_lists_or_reports_has_json():
+    """Consistency: each of these commands lists or reports something, so each takes --json."""
+    without = [name for name in REPORTING
+               if not any("--json" in p.opts for p in cli.commands[name].params if hasattr(p, "opts"))]
+    assert without == []
