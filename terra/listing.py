@@ -231,16 +231,14 @@ def list_runs(task: str | None = None, status: str | None = None, since: float |
         from .session import current_store
 
         store = current_store()
-    unfiltered = task is None and status is None and since is None and until is None and tag is None
+    if task is None and status is None and since is None and until is None and tag is None:
+        # Every run matches: read the keys, and decode only the rows shown.
+        rows, total = page_of_runs(store, 0, limit if limit is not None else 1 << 62)
+        return rows, total - len(rows)
     rows: list[RunRow] = []
     more = 0
-    it = iter_rows(store, task, status, since, until, tag)
-    for row in it:
+    for row in iter_rows(store, task, status, since, until, tag):
         if limit is not None and len(rows) >= limit:
-            if unfiltered:  # every remaining entry is a match: count them without decoding
-                with store.refs() as txn:
-                    total = sum(1 for _ in txn.scan(b"run/"))
-                return rows, total - len(rows)
             more += 1
             continue
         rows.append(fill_details(store, row))
