@@ -57,6 +57,8 @@ class _Group(click.Group):
     """Turns terra's errors into one line on stderr and an exit code."""
 
     def invoke(self, ctx):
+        # `terra CMD --help` must work without a store: note it before the group's callback runs.
+        ctx.meta["terra.help"] = any(a in ("-h", "--help") for a in ctx.args)
         try:
             return super().invoke(ctx)
         except NotFound as e:  # includes AmbiguousPrefix
@@ -228,7 +230,8 @@ def cli(ctx, store_path):
     if store_path:
         terra.configure(storage_dir=store_path)
     path = terra.get_config().store_path
-    if ctx.invoked_subcommand not in _NO_STORE_NEEDED and not os.path.isdir(os.path.join(path, "objects.lmdb")):
+    needed = ctx.invoked_subcommand not in _NO_STORE_NEEDED and not ctx.meta.get("terra.help")
+    if needed and not os.path.isdir(os.path.join(path, "objects.lmdb")):
         raise NotFound(f"no terra store at {path} (use --store PATH or set TERRA_STORAGE_DIR)")
 
 

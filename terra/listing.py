@@ -129,7 +129,9 @@ def fill_details(store: Store, row: RunRow) -> RunRow:
             raise TypeError("record is not a run")
         f = obj.fields
         row.user = f.get("user")
-        row.parents = list(f.get("parents") or [])
+        if f.get("parents"):  # records name parents by record id: the local run ids here
+            with store.refs() as txn:
+                row.parents = R.local_parents(txn, f["parents"])
         row.inputs = _inputs_of(store, f.get("inputs"))
         if row.status == "success":
             row.outputs = scalars_of(store, f.get("output"))

@@ -213,3 +213,10 @@ def test_every_command_that_lists_or_reports_has_json():
     without = [name for name in REPORTING
                if not any("--json" in p.opts for p in cli.commands[name].params if hasattr(p, "opts"))]
     assert without == []
+
+
+def test_help_of_every_command_works_without_a_store(tmp_path):
+    for name in cli.commands:
+        r = CliRunner().invoke(cli, ["--store", str(tmp_path / "none"), name, "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.output, (name, r.output)
+    assert not (tmp_path / "none").exists()

@@ -428,7 +428,7 @@ def test_cli_remote_push_pull_clone(tmp_path):
     out = r.invoke(cli, a + ["push", "team", "--all"])
     assert out.exit_code == 0 and out.output.startswith("nothing to push")
     out = r.invoke(cli, a + ["push", "team", "99"])
-    assert out.exit_code == 2 and "99" in out.output
+    assert out.exit_code == 3 and "99" in out.output  # 3: not found
     out = r.invoke(cli, a + ["push"])
     assert out.exit_code == 1 and "say what to push" in out.output
     out = r.invoke(cli, ["--store", str(tmp_path / "C"), "clone", url, "--json"])
