@@ -20,7 +20,7 @@ from . import runs as R
 from .errors import NotFound, TerraError
 from ._walk import children
 from .objects import ObjectId
-from .store import Store
+from .store import Store, hold_key
 
 __all__ = [
     "RemovalRefused",
@@ -386,6 +386,8 @@ def _clear_state(txn, infos: dict[int, _Info]) -> None:
         txn.delete(R.k_run(rid))
         if info.ref.get("identity"):
             txn.delete(R.k_task(info.ref["identity"], rid))
+        for k in [k for k, _ in txn.scan(hold_key(rid))]:
+            txn.delete(k)
     for k, v in list(txn.scan(b"lease/")):
         if R.unpack(v).get("run_id") in infos:
             txn.delete(k)

@@ -2,11 +2,12 @@
 
 from ._lmdb import LMDBBackend, check_local_filesystem
 from ._memory import MemoryBackend
-from ._store import FORMAT_VERSION, PutResult, Store
+from ._store import FORMAT_VERSION, HOLD_PREFIX, PutResult, Store, hold_key
 from .base import Backend, Reader, RefTxn
 
 __all__ = [
     "FORMAT_VERSION",
+    "HOLD_PREFIX",
     "Backend",
     "LMDBBackend",
     "MemoryBackend",
@@ -15,6 +16,7 @@ __all__ = [
     "RefTxn",
     "Store",
     "check_local_filesystem",
+    "hold_key",
     "open_store",
 ]
 

@@ -27,12 +27,12 @@ from typing import Iterable
 import lmdb
 import numpy as np
 
-from ..errors import StoreError, UnsupportedFilesystem
+from ..errors import StoreError, StoreFull, UnsupportedFilesystem
 from ..objects import CHUNK_SIZE
 from . import _framing
 from .base import Backend
 
-__all__ = ["LMDBBackend", "check_local_filesystem"]
+__all__ = ["LMDBBackend", "check_local_filesystem", "disk_full"]
 
 DEFAULT_MAP_SIZE = 1 << 30
 # Bytes written per transaction before committing, so one huge value does not
@@ -84,6 +84,62 @@ def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
             "filesystems: put the store on a local disk and share it through a remote"
         )
     return fstype
+
+
+# LMDB reports a short write on a full disk as EIO; errno texts that mean "no room".
+_NO_ROOM = ("No space left", "File too large", "Disk quota exceeded")
+_SLACK = 4 << 20  # room a commit needs beyond its data: page headers, branch pages, meta
+
+
+def _room(path: str) -> tuple[int, str]:
+    """Bytes the store file in directory ``path`` can still grow by, and what limits it."""
+    st = os.statvfs(path)
+    room, what = st.f_bavail * st.f_frsize, "free on the disk"
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        try:
+            size = os.path.getsize(os.path.join(path, "data.mdb"))
+        except OSError:
+            size = 0
+        if limit - size < room:
+            room, what = max(limit - size, 0), f"left under the file-size limit ({_mib(limit)}, ulimit -f)"
+    return room, what
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+_RECLAIM = ("Reclaim space with `terra rm` and `terra gc` (space freed inside the store is reused by later "
+            "writes) and `terra gc --compact` (returns it to the disk), or free space elsewhere")
+
+
+def disk_full(path: str, exc: BaseException, need: int, doing: str = "writing",
+              advice: str = _RECLAIM) -> StoreFull | None:
+    """A :class:`StoreFull` for ``exc`` if it was caused by a full disk or file-size limit, else None.
+
+    Args:
+        path: the store's directory.
+        exc: the error the write raised.
+        need: bytes the write was adding (an estimate).
+        doing: what failed, for the message.
+        advice: how to make room, for the message.
+    """
+    text = str(exc)
+    if not (any(s in text for s in _NO_ROOM) or "Input/output error" in text or isinstance(exc, lmdb.DiskError)):
+        return None
+    try:
+        room, what = _room(path)
+    except OSError:
+        return None
+    needed = need + _SLACK
+    if room >= needed and not any(s in text for s in _NO_ROOM):
+        return None  # room enough: a real I/O error, not a full disk
+    return StoreFull(
+        f"store {path}: no room for {doing}: it needs about {_mib(needed)}, {_mib(room)} {what}. "
+        f"The store is intact. {advice}", needed, room)
 
 
 class _Env:
@@ -411,6 +467,12 @@ def _reset_if_rebooted(path: str) -> None:
         os.replace(marker + ".tmp", marker)
 
 
+def _touch(e, txn) -> None:
+    """Make a transaction commit (a write txn with no change commits nothing)."""
+    txn.put(b"\0touch", b"", db=e.times)
+    txn.delete(b"\0touch", db=e.times)
+
+
 def _prefix_end(prefix: bytes) -> bytes | None:
     p = bytearray(prefix)
     while p and p[-1] == 0xFF:
@@ -535,6 +597,9 @@ class LMDBBackend(Backend):
                 except lmdb.ReadonlyError as exc:
                     raise StoreError(f"store {self.path} is open read-only") from exc
                 except lmdb.Error as exc:
+                    full = disk_full(self.path, exc, need)
+                    if full is not None:
+                        raise full from exc
                     raise StoreError(f"store {self.path}: {exc}") from exc
 
     def _read(self, buffers: bool, wrap=None) -> "_Snapshot":
@@ -613,14 +678,15 @@ class LMDBBackend(Backend):
     def reading(self):
         return self._read(True, _Reader.of)
 
-    def delete_many(self, keys, older_than=None):
+    def delete_many(self, keys, older_than=None, keep=None):
         keys = [bytes(k) for k in keys]
 
         def do(e, txn, part):
             n = size = 0
+            spare = self._spare(e, txn, keep) if keep is not None else ()
             for key in part:
                 v = txn.get(key, db=e.objects)
-                if v is None:
+                if v is None or key in spare:
                     continue
                 if older_than is not None:
                     t = txn.get(key, db=e.times)
@@ -632,12 +698,29 @@ class LMDBBackend(Backend):
                 n += 1
             return n, size
 
+        with self._locked() as e:
+            e.env.reader_check()  # a dead reader's snapshot would keep the freed pages from reuse
         total_n = total_size = 0
         for i in range(0, len(keys), 10_000):  # keep write transactions short
             part = keys[i : i + 10_000]
             n, s = self._write(lambda e, txn, part=part: do(e, txn, part))
             total_n, total_size = total_n + n, total_size + s
+        if total_n:
+            # LMDB reuses the pages a transaction freed only once a later one
+            # has committed (the previous meta page still names them): commit
+            # one now, so the next write can use the space, not grow the file.
+            self._write(_touch, durable=False)
         return total_n, total_size
+
+    def _spare(self, e, txn, keep) -> set:
+        """``keep(reader, refs, state)`` inside the write transaction ``txn``."""
+        refs = _RefTxn(txn, e.refs)
+        state = self._state_backend()
+        if state is None:  # the state shares this environment: read it in this transaction
+            return keep(_Reader(txn, e.objects), refs, refs)
+        # Lock order: the durable environment (held here), then the volatile one.
+        with state._read(False, _RefTxn.of) as st:
+            return keep(_Reader(txn, e.objects), refs, st)
 
     def iter_ids(self, prefix=b""):
         # Batches, so no read transaction stays open while the caller works.
