@@ -12,6 +12,7 @@ __all__ = [
     "CorruptObject",
     "LeaseTimeout",
     "NotFound",
+    "NotifyError",
     "PickleRefused",
     "SerializationError",
     "StoreError",
@@ -86,3 +87,7 @@ class TaskError(TerraError, ValueError):
 
 class LeaseTimeout(TerraError, TimeoutError):
     """Waiting for another process computing the same call took too long."""
+
+
+class NotifyError(TerraError):
+    """A notification could not be sent (only raised by an explicit test send)."""

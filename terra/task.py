@@ -57,10 +57,13 @@ class Task:
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
         cache_ignored_args: arguments stored but not part of the cache key.
         cache: False runs every call (still recorded).
+        notify: Slack message when a computed run ends: True, False or "failure";
+            None follows the config's ``notify``.
     """
 
     def __init__(self, fn: Callable, *, version: str | int | None = None, no_dump_args=(),
-                 no_load_args=(), cache_ignored_args=(), cache: bool = True):
+                 no_load_args=(), cache_ignored_args=(), cache: bool = True,
+                 notify: bool | str | None = None):
         if not callable(fn):
             raise TaskError(f"Task needs a function or class, got {fn!r}")
         if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -74,6 +77,9 @@ class Task:
         self.identity = f"{self.module}:{self.qualname}"
         self.version = version
         self.cache = cache
+        if not (notify is None or isinstance(notify, bool) or (isinstance(notify, str) and notify == "failure")):
+            raise TaskError(f"task {self.name}: notify must be True, False, \"failure\" or None, got {notify!r}")
+        self.notify = notify
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as e:
@@ -445,6 +451,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
         leases.release(store, key, run_id)
         store.update_state(lambda txn: end(txn, t, run_id, key))
+    from .notify import RunSummary, run_finished
+
+    run_finished(t.notify, RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
     if exc is not None:
         raise exc
     return run_id, view
