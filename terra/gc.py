@@ -344,20 +344,20 @@ def compact(store: Store | None = None, progress: Progress | None = None) -> Com
 
     import lmdb
 
-    from .store import _lmdb
+    from .store import LMDBBackend, disk_full
 
     store = store or _store()
     backend = store.backend
     t0 = time.time()
     path = getattr(backend, "path", None)
-    if not isinstance(backend, _lmdb.LMDBBackend) or path is None:
+    if not isinstance(backend, LMDBBackend) or path is None:
         return CompactStats(str(path or "memory"), 0, 0, 0.0)
     data = os.path.join(path, "data.mdb")
     before = os.path.getsize(data)
     if progress:
         progress("compact", 0, 1)
     backend.close()
-    if path in _lmdb._ENVS:  # close() keeps environments inherited across fork() open
+    if backend.is_open():  # close() keeps environments inherited across fork() open
         raise StoreBusy(f"store {path} is still open in this process; cannot compact it")
     lock_path = os.path.join(path, "lock.mdb")
     fd = _LOCK_FDS.get(lock_path)
@@ -391,7 +391,7 @@ def compact(store: Store | None = None, progress: Progress | None = None) -> Com
                 os.fsync(f.fileno())
         except (lmdb.Error, OSError) as e:
             # Nothing was replaced: the store is as it was.
-            full = _lmdb.disk_full(
+            full = disk_full(
                 path, e, live if "live" in locals() else before,
                 "the compacted copy, written next to the store before it replaces it",
                 "Free that much on the disk and run `terra gc --compact` again; meanwhile `terra gc` frees space "
