@@ -99,18 +99,21 @@ class GCStats:
 def live_roots(store: Store) -> set[ObjectId]:
     """The ids gc must keep no matter what: run records, cached outputs, ids held by runs in progress."""
     roots: set[ObjectId] = set()
+    live: set[bytes] = set()  # runs in progress whose process lives
     with store.refs() as txn:
-        for _, raw in txn.scan(b"run/"):
+        for k, raw in txn.scan(b"run/"):
             ref = R.unpack(raw)
             if ref.get("record"):
                 roots.add(ObjectId(ref["record"]))
-            for held in ref.get("holds") or ():  # inputs a run in progress depends on
-                roots.add(ObjectId(held))
+            elif R._live_status(ref, ref) == "running":
+                live.add(k[4:])
+                roots.update(ObjectId(h) for h in ref.get("holds") or ())  # the artifacts it was given
         for _, raw in txn.scan(b"cache/"):
             entry = R.unpack_entry(raw[8:])
             if isinstance(entry, ObjectId):
                 roots.add(entry)
-        roots.update(ObjectId(k[-16:]) for k, _ in txn.scan(HOLD_PREFIX))
+        n = len(HOLD_PREFIX)
+        roots.update(ObjectId(k[-16:]) for k, _ in txn.scan(HOLD_PREFIX) if k[n : n + 8] in live)
     return roots
 
 
@@ -166,6 +169,22 @@ def _still_needed(live: set[ObjectId], counter: int, pending: list[int]):
                 stack.extend(bytes(c) for c in children(ObjectId(oid), raw))
         return seen
     return keep
+
+
+def _drop_dead_holds(txn) -> None:
+    """Forget the holds of runs that were killed (a run that ends clears its own)."""
+    alive: dict[bytes, bool] = {}
+    dead = []
+    for k, _ in txn.scan(HOLD_PREFIX):
+        rid8 = k[len(HOLD_PREFIX) : len(HOLD_PREFIX) + 8]
+        if rid8 not in alive:
+            raw = txn.get(b"run/" + rid8)
+            ref = R.unpack(raw) if raw is not None else {}
+            alive[rid8] = R._live_status(ref, ref) == "running"
+        if not alive[rid8]:
+            dead.append(k)
+    for k in dead:
+        txn.delete(k)
 
 
 def reachable(store: Store, roots: Iterable[ObjectId], progress: Progress | None = None,
@@ -277,6 +296,7 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
                 progress("sweep", min(i + step, len(doomed)), len(doomed))
         # Objects refreshed by a writer since the listing were not deleted.
         stats.recent_objects += len(doomed) - stats.deleted_objects
+        store.update_state(_drop_dead_holds)
     stats.duration = time.time() - t0
     return stats
 

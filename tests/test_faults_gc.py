@@ -233,3 +233,22 @@ def test_gc_with_no_grace_in_a_loop_beside_a_writer(store, tmp_path):
 @pytest.mark.soak
 def test_soak_gc_with_no_grace_in_a_loop_beside_a_writer(store, tmp_path):
     _gc_beside_a_writer(store, tmp_path, float(os.environ.get("TERRA_SOAK_SECONDS", "60")))
+
+
+def test_holds_of_a_killed_run_are_dropped_by_gc(store):
+    from terra.store import hold_key
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    orphan = store.put(Blob("raw", {}, b"held by a run that was killed")).id
+
+    def killed_run(txn):
+        txn.put(R.k_run(5), R.pack({"status": "running", "task": "t", "identity": "m:t", "start_time": 1.0,
+                                    "pid": pid, "host": R.HOST, "expires": time.time() + 60, "record": None}))
+        txn.put(hold_key(5, orphan), b"")
+
+    store.update_state(killed_run)
+    assert terra.gc(grace_period=0).deleted_objects == 1  # a dead run holds nothing
+    assert not store.has(orphan)
+    with store.state_refs() as txn:
+        assert list(txn.scan(b"hold/")) == []
