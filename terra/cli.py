@@ -179,7 +179,7 @@ def _table(title: str | None, columns, rows):
     return t
 
 
-_NO_STORE_NEEDED = frozenset({"notify"})
+_NO_STORE_NEEDED = frozenset({"notify", "clone"})
 
 # -- the group -------------------------------------------------------------------------
 
@@ -560,6 +560,11 @@ def notify_test_cmd():
     from .notify import send_test
 
     click.echo(send_test())
+
+
+from .remote.cli import register as _register_remote  # noqa: E402 - remote, push, pull, clone
+
+_register_remote(cli)
 
 
 def main(argv=None) -> None:

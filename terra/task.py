@@ -387,8 +387,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         fields["version"] = str(t.version)
     arts: list[Artifact] = []
     _artifacts([v for k, v in dumped.items()], arts)
-    parents = sorted({a.run_id for a in arts if a.run_id is not None})
-    fields["parents"] = parents
+    # Global identity: where this run was made, and its producers by record id (not local run id).
+    fields["origin"] = [store.uuid, run_id]
+    fields["parents"] = R.parent_records(store, {a.run_id for a in arts if a.run_id is not None})
     status, result, error, exc = "success", None, None, None
     capture = Capture()
     inputs_tree = Tree("inputs", ())
@@ -465,6 +466,7 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte(status))
+    txn.put(R.k_record(rec_id), R.rid8(run_id))
     if status == "success" and t.cache:
         txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output))
     for producer, art in edges:
