@@ -181,12 +181,15 @@ import json, sys, time
 import terra
 terra.configure(storage_dir=sys.argv[1], quiet=True)
 deadline = time.time() + float(sys.argv[2])
-deleted = rounds = removed = 0
+deleted = rounds = removed = refused = 0
 while time.time() < deadline:
-    removed += len(terra.rm(terra.select_runs(task="scratch", keep_last=2)).removed)
+    try:
+        removed += len(terra.rm(terra.select_runs(task="scratch", keep_last=2)).removed)
+    except terra.TerraError:  # RunInUse: a run in progress holds an equal output; next round
+        refused += 1
     deleted += terra.gc(grace_period=0).deleted_objects
     rounds += 1
-print(json.dumps({"deleted": deleted, "rounds": rounds, "removed": removed}), flush=True)
+print(json.dumps({"deleted": deleted, "rounds": rounds, "removed": removed, "refused": refused}), flush=True)
 '''
 
 
