@@ -461,7 +461,8 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
     if outside and cascade and not holders:
         raise _Changed()
     if outside and not force:
-        names = {c: _task_name(txn, c) for cs in outside.values() for c in cs}
+        with state_refs() as state:  # a consumer still running exists only there
+            names = {c: _task_name(txn, c, state) for cs in outside.values() for c in cs}
         parts = [f"run {rid} is used by " + ", ".join(f"run {c} ({names[c]})" for c in sorted(cs))
                  for rid, cs in sorted(outside.items())]
         raise RunInUse("; ".join(parts) + ": use force to remove it anyway, or cascade to remove those too",
@@ -504,8 +505,8 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
     return res
 
 
-def _task_name(txn, rid: int) -> str:
-    raw = txn.get(R.k_run(rid))
+def _task_name(txn, rid: int, state) -> str:
+    raw = txn.get(R.k_run(rid)) or state.get(R.k_run(rid))
     return R.unpack(raw).get("task", "?") if raw else "?"
 
 
