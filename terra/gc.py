@@ -99,21 +99,18 @@ class GCStats:
 def live_roots(store: Store) -> set[ObjectId]:
     """The ids gc must keep no matter what: run records, cached outputs, ids held by runs in progress."""
     roots: set[ObjectId] = set()
-    live: set[bytes] = set()  # runs in progress whose process lives
     with store.refs() as txn:
-        for k, raw in txn.scan(b"run/"):
+        for _, raw in txn.scan(b"run/"):
             ref = R.unpack(raw)
             if ref.get("record"):
                 roots.add(ObjectId(ref["record"]))
             elif R._live_status(ref, ref) == "running":
-                live.add(k[4:])
                 roots.update(ObjectId(h) for h in ref.get("holds") or ())  # the artifacts it was given
         for _, raw in txn.scan(b"cache/"):
             entry = R.unpack_entry(raw[8:])
             if isinstance(entry, ObjectId):
                 roots.add(entry)
-        n = len(HOLD_PREFIX)
-        roots.update(ObjectId(k[-16:]) for k, _ in txn.scan(HOLD_PREFIX) if k[n : n + 8] in live)
+        roots.update(ObjectId(k[-16:]) for k, live_run in _holds(txn) if live_run)
     return roots
 
 
@@ -136,16 +133,7 @@ def _still_needed(live: set[ObjectId], counter: int, pending: list[int]):
     hold can be added until it ends.
     """
     def keep(reader, refs, state) -> set[bytes]:
-        roots: list[bytes] = []
-        alive: dict[bytes, bool] = {}
-        for k, _ in state.scan(HOLD_PREFIX):
-            rid8 = k[len(HOLD_PREFIX) : len(HOLD_PREFIX) + 8]
-            if rid8 not in alive:
-                raw = state.get(b"run/" + rid8)
-                ref = R.unpack(raw) if raw is not None else {}
-                alive[rid8] = R._live_status(ref, ref) == "running"
-            if alive[rid8]:
-                roots.append(k[-16:])
+        roots = [k[-16:] for k, live_run in _holds(state) if live_run]
         raw = state.get(R.K_COUNTER)
         now = max(int.from_bytes(raw, "big") if raw else 0, counter)
         for rid in [*pending, *range(counter + 1, now + 1)]:
@@ -171,19 +159,24 @@ def _still_needed(live: set[ObjectId], counter: int, pending: list[int]):
     return keep
 
 
-def _drop_dead_holds(txn) -> None:
-    """Forget the holds of runs that were killed (a run that ends clears its own)."""
+def _holds(state) -> list[tuple[bytes, bool]]:
+    """Every ``hold/`` key of the short-lived state, and whether the run holding it is alive and running."""
     alive: dict[bytes, bool] = {}
-    dead = []
-    for k, _ in txn.scan(HOLD_PREFIX):
-        rid8 = k[len(HOLD_PREFIX) : len(HOLD_PREFIX) + 8]
+    out = []
+    n = len(HOLD_PREFIX)
+    for k, _ in state.scan(HOLD_PREFIX):
+        rid8 = k[n : n + 8]
         if rid8 not in alive:
-            raw = txn.get(b"run/" + rid8)
+            raw = state.get(b"run/" + rid8)
             ref = R.unpack(raw) if raw is not None else {}
             alive[rid8] = R._live_status(ref, ref) == "running"
-        if not alive[rid8]:
-            dead.append(k)
-    for k in dead:
+        out.append((k, alive[rid8]))
+    return out
+
+
+def _drop_dead_holds(txn) -> None:
+    """Forget the holds of runs that were killed (a run that ends clears its own)."""
+    for k in [k for k, live_run in _holds(txn) if not live_run]:
         txn.delete(k)
 
 
