@@ -20,6 +20,7 @@ Where a worker writes (decided in the worker, per call):
   process, pushes the run and returns its record id; the driver checks the manifest
   (cache key, identity), pulls the run (every object verified) and commits it, so the
   driver alone writes records in its store. Without a default remote this is an error.
+  The scratch store lives in a temporary directory removed when the worker process exits.
 
 Notifications: runs computed in workers do not notify from there; their summaries come
 back with the result, and ``map`` sends one batch message (:func:`terra.notify.batch`).

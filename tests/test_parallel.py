@@ -336,3 +336,15 @@ def test_progress_bar_on_a_terminal_only(counted, monkeypatch):
         double.map(range(100, 104))
         terra.configure(quiet=True)
         assert ("100%" in stream.getvalue()) == shown, stream.getvalue()
+
+
+def test_uncached_task_runs_every_call(store):
+    calls = []
+
+    @terra.task(cache=False)
+    def stamp(x):
+        calls.append(x)
+        return x
+
+    assert stamp.map([1, 1, 2]) == [1, 1, 2] and calls == [1, 1, 2]  # no key is shared when nothing caches
+    assert len(terra.get_runs()) == 3
