@@ -56,11 +56,13 @@ def _overheads(pool, n: int) -> list[list]:
     loop_miss = _per_call(lambda: [g(i) for i in range(base, base + n)], n)
     map_miss = _per_call(lambda: g.map(range(base + n, base + 2 * n)), n)
     pool_miss = _per_call(lambda: g.map(range(base + 2 * n, base + 3 * n), executor=pool), n)
-    # Hits: the same inputs again, median of 3.
-    loop_hit = statistics.median(_per_call(lambda: [g(i) for i in range(base, base + n)], n) for _ in range(3))
-    map_hit = statistics.median(_per_call(lambda: g.map(range(base, base + n)), n) for _ in range(3))
-    pool_hit = statistics.median(_per_call(lambda: g.map(range(base, base + n), executor=pool), n)
-                                 for _ in range(3))
+    # Hits: the same inputs again, the three variants interleaved, median of 5.
+    hits: dict[str, list] = {"loop": [], "map": [], "pool": []}
+    for _ in range(5):
+        hits["loop"].append(_per_call(lambda: [g(i) for i in range(base, base + n)], n))
+        hits["map"].append(_per_call(lambda: g.map(range(base, base + n)), n))
+        hits["pool"].append(_per_call(lambda: g.map(range(base, base + n), executor=pool), n))
+    loop_hit, map_hit, pool_hit = (statistics.median(hits[k]) for k in ("loop", "map", "pool"))
     rows.append(["hit", fmt_time(loop_hit), fmt_time(map_hit), fmt_ratio(map_hit / loop_hit),
                  fmt_time(pool_hit), fmt_ratio(pool_hit / loop_hit)])
     rows.append(["miss", fmt_time(loop_miss), fmt_time(map_miss), fmt_ratio(map_miss / loop_miss),
