@@ -16,11 +16,11 @@ Where a worker writes (decided in the worker, per call):
 * **A scratch store** otherwise (another host: the path is absent, or holds another
   store). The worker pulls the records of its Artifact inputs from the driver's default
   remote (when they are not there, the driver pushes them and sends the call again),
-  runs the call in a scratch store of its
-  process, pushes the run and returns its record id; the driver checks the manifest
-  (cache key, identity), pulls the run (every object verified) and commits it, so the
-  driver alone writes records in its store. Without a default remote this is an error.
-  The scratch store lives in a temporary directory removed when the worker process exits.
+  runs the call in a scratch store of its process (a temporary directory removed when
+  the process exits), pushes the run and returns its record id; the driver checks the
+  manifest (cache key, identity, status), pulls the run (every object verified) and
+  commits it, so the driver alone writes records in its store. Without a default
+  remote this is an error.
 
 Notifications: runs computed in workers do not notify from there; their summaries come
 back with the result, and ``map`` sends one batch message (:func:`terra.notify.batch`).
