@@ -348,3 +348,21 @@ def test_uncached_task_runs_every_call(store):
 
     assert stamp.map([1, 1, 2]) == [1, 1, 2] and calls == [1, 1, 2]  # no key is shared when nothing caches
     assert len(terra.get_runs()) == 3
+
+
+def test_a_dying_worker_on_a_process_pool(store):
+    """Python's pool breaks when a worker dies: what finished is recorded, the dead run reads interrupted."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from _parallel_tasks import die
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        assert die.map([0, 1], executor=pool) == [0, 1]
+        with pytest.raises(BrokenProcessPool):
+            die.map([2, 3, 4], executor=pool)
+    status = {int(r): s for r, s in zip(terra.get_runs(task=die)["run_id"], terra.get_runs(task=die)["status"])}
+    assert sorted(status.values()).count("interrupted") == 1 and list(status.values()).count("success") >= 2
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        c = Counting(pool)
+        assert die.map([0, 1, 2, 4], executor=c) == [0, 1, 2, 4]
+        assert c.n == 4 - sum(s == "success" for s in status.values())  # only what was missing ran
