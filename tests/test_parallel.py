@@ -366,3 +366,22 @@ def test_a_dying_worker_on_a_process_pool(store):
         c = Counting(pool)
         assert die.map([0, 1, 2, 4], executor=c) == [0, 1, 2, 4]
         assert c.n == 4 - sum(s == "success" for s in status.values())  # only what was missing ran
+
+
+def test_worker_finds_the_store_at_its_own_configured_path(tmp_path):
+    """The driver's path is not there (another mount point), but the worker's own storage dir is the same store."""
+    from terra.parallel import Call
+
+    terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)  # no remote: only the shared store can work
+    arts = produce.map(range(2))
+
+    def elsewhere_path(call):
+        return Call(**{**call.__dict__, "store_dir": str(tmp_path / "mounted-elsewhere")})
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=elsewhere,
+                             initargs=(str(tmp_path / "driver"),)) as pool:
+        out = scale.map(arts, [4, 4], executor=Counting(pool, rewrite=elsewhere_path))
+    assert [v.load().tolist() for v in out] == [[0] * 3, [4] * 3]
+    runs = _runs("_parallel_tasks:scale")
+    assert [r["origin"][0] for r in runs] == [current_store().uuid] * 2  # written here, by the worker
+    _check_parents(runs)
