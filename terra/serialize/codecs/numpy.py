@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import CorruptObject
-from ...objects import ObjectId
+from ...objects import Blob, Chunked, ObjectId, object_id
 from .. import registry
 from .._encode import FINDERS, Encoder
 
@@ -229,19 +229,24 @@ def _unpacked(meta: dict, payload: np.ndarray, shape) -> np.ndarray:
     return out
 
 
-def _checked(blob, fn):
+def _checked(blob, fn, payload=None):
+    """``fn()``, with any failure on a malformed stored header raised as CorruptObject naming the object."""
     try:
         return fn()
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, MemoryError, RecursionError) as e:
-        raise CorruptObject(f"stored numpy value ({blob.codec}) is malformed: {e}") from e
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, MemoryError,
+            RecursionError) as e:
+        # Blob headers come without their payload: the id is computed only on this path.
+        whole = blob if payload is None or isinstance(blob, Chunked) else Blob(blob.codec, blob.meta, payload)
+        raise CorruptObject(f"object {object_id(whole).hex()} is not a valid stored numpy value "
+                            f"({type(e).__name__}: {e})") from e
 
 
 def _dec_array(dec, blob, payload):
-    return _checked(blob, lambda: _unpacked(blob.meta, payload, _shape(blob.meta)))
+    return _checked(blob, lambda: _unpacked(blob.meta, payload, _shape(blob.meta)), payload)
 
 
 def _dec_scalar(dec, blob, payload):
-    return _checked(blob, lambda: _unpacked(blob.meta, payload, ())[()])
+    return _checked(blob, lambda: _unpacked(blob.meta, payload, ())[()], payload)
 
 
 def _summary_dtype(meta: dict) -> np.dtype:

@@ -597,6 +597,8 @@ def _dec_frame(dec, tree, legacy: bool = False):
 
 def _frame_value(dec, tree, legacy: bool, pd, pa, oid: ObjectId):
     meta = tree.meta
+    if not isinstance(meta, dict):
+        raise _corrupt(oid, "its header is not a map")
     kind = meta.get("type", "").rpartition(".")[2] if isinstance(meta.get("type"), str) else None
     if kind not in _KINDS:
         raise _corrupt(oid, f"unknown stored pandas kind {meta.get('type')!r}")
@@ -615,8 +617,9 @@ def _frame_value(dec, tree, legacy: bool, pd, pa, oid: ObjectId):
     arrays = [_decode_array(dec, c, f.type, rows) for f, c in zip(schema, entries)]
     if arrays:
         table = pa.Table.from_arrays(arrays, schema=schema)
-    else:  # no columns: only a RecordBatch keeps the row count
-        batch = pa.RecordBatch.from_arrays([pa.nulls(rows)], names=["_"]).drop_columns(["_"])
+    else:  # no columns: only a RecordBatch keeps the row count (a bufferless array: pa.nulls allocates)
+        batch = pa.RecordBatch.from_arrays([pa.Array.from_buffers(pa.null(), rows, [None])],
+                                           names=["_"]).drop_columns(["_"])
         table = pa.Table.from_batches([batch.replace_schema_metadata(schema.metadata)])
     table.validate(full=True)
     df = table.to_pandas()
@@ -673,12 +676,16 @@ def _dec_attrs(dec, tree):
 
 
 def _sum_frame(store, tree) -> dict:
+    if not isinstance(tree.meta, dict):
+        raise _corrupt(object_id(tree), "its header is not a map")
     return {k: tree.meta[k] for k in ("type", "shape", "columns", "dtype", "name", "nbytes") if k in tree.meta}
 
 
 def _sum_attrs(store, tree) -> dict:
     from .._decode import summarize
 
+    if len(tree.entries) != 2 or type(tree.entries[0]) is not ObjectId:
+        raise _corrupt(object_id(tree), "an attrs wrapper needs a value and its attrs")
     out = summarize(store, tree.entries[0])
     out["attrs"] = True
     return out
