@@ -296,10 +296,13 @@ def test_categorical_and_interval_labels_and_flags(store):
     assert type(back.index) is pd.IntervalIndex
 
 
-# Golden ids of the pandas layout ("pandas.v2"): a format change must be deliberate.
-GOLDEN_FRAME = "43b1457ad28f972cc59d9672729b86c4"  # pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=pd.Index([5, 7], name="k"))
-GOLDEN_SERIES = "ae4d25a7c74a42d8a177faa4db10c143"  # pd.Series([1.5, 2.5], index=pd.date_range("2020", periods=2, freq="D"), name="s")
-GOLDEN_RANGE = "51001c82bd16339bc4170ce0d380cfc1"  # pd.RangeIndex(0, 10, 3, name="r")
+# Golden ids of the pandas layout ("pandas.v2"): a format change must be deliberate. The values:
+#   frame  = pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=pd.Index([5, 7], name="k"))
+#   series = pd.Series([1.5, 2.5], index=pd.date_range("2020", periods=2, freq="D"), name="s")
+#   range  = pd.RangeIndex(0, 10, 3, name="r")
+GOLDEN_FRAME = "43b1457ad28f972cc59d9672729b86c4"
+GOLDEN_SERIES = "ae4d25a7c74a42d8a177faa4db10c143"
+GOLDEN_RANGE = "51001c82bd16339bc4170ce0d380cfc1"
 
 
 def test_golden_pandas_ids():
