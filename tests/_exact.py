@@ -11,6 +11,15 @@ def _labels(xs):
     return [(type(x), repr(x)) for x in xs]
 
 
+def level_values(idx, k: int):
+    """Level ``k`` of a MultiIndex by position (get_level_values(0) picks a level *named* 0 or -0.0)."""
+    return idx.set_names(list(range(idx.nlevels))).get_level_values(k).rename(idx.names[k])
+
+
+def _levels(idx):
+    return list(idx.levels) if isinstance(idx, pd.MultiIndex) else [idx]
+
+
 def _bits(a, b):
     """numpy-backed values compare bit for bit (-0.0 vs 0.0, NaN payloads)."""
     if isinstance(a.dtype, np.dtype) and a.dtype.kind in "biufmMc":
@@ -26,8 +35,8 @@ def assert_same_index(a, b):
                                   check_freq=False,
                                   check_categorical=True)
     assert _labels(a.names) == _labels(b.names)
-    levels_a = [a.get_level_values(i) for i in range(a.nlevels)] if multi else [a]
-    levels_b = [b.get_level_values(i) for i in range(b.nlevels)] if multi else [b]
+    levels_a = [level_values(a, i) for i in range(a.nlevels)] if multi else [a]
+    levels_b = [level_values(b, i) for i in range(b.nlevels)] if multi else [b]
     for x, y in zip(levels_a, levels_b, strict=True):
         assert (type(x) is type(y) or multi) and x.dtype == y.dtype
         if not multi:
@@ -109,8 +118,8 @@ def has_object(v) -> bool:
         idx = [v.index] + ([v.columns] if isinstance(v, pd.DataFrame) else [])
         dtypes = list(v.dtypes) if isinstance(v, pd.DataFrame) else [v.dtype]
     for i in idx:
-        dtypes += [i.get_level_values(k).dtype for k in range(i.nlevels)]
-    nullable_index = any(not isinstance(i.get_level_values(k).dtype, np.dtype) and
-                         not isinstance(i.get_level_values(k), (pd.CategoricalIndex, pd.DatetimeIndex))
-                         and i.get_level_values(k).dtype != "str" for i in idx for k in range(i.nlevels))
+        dtypes += [lev.dtype for lev in _levels(i)]
+    nullable_index = any(not isinstance(lev.dtype, np.dtype) and lev.dtype != "str"
+                         and not isinstance(lev, (pd.CategoricalIndex, pd.DatetimeIndex))
+                         for i in idx for lev in _levels(i))
     return nullable_index or any(d == object for d in dtypes)

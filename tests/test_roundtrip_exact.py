@@ -10,6 +10,7 @@ give back as ``str``: those must be refused (pickled) and still round-trip.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -20,11 +21,14 @@ from hypothesis import strategies as st
 
 from _exact import assert_identical, has_object, identical
 from terra.serialize import hash_value, load_value, store_value
+from terra.serialize.codecs import pandas as pd_codec
+from terra.serialize.codecs import pickle as pk
 from terra.serialize.codecs.pickle import PickleWarning
 from terra.store import MemoryBackend, Store
 
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
-EXAMPLES = 120
+# More examples for a long local run: TERRA_EXAMPLES=2000 python -m pytest tests/test_roundtrip_exact.py
+EXAMPLES = int(os.environ.get("TERRA_EXAMPLES", "120"))
 
 i64 = st.one_of(st.sampled_from([I64_MIN, I64_MIN + 1, -1, 0, 1, I64_MAX - 1, I64_MAX]),
                 st.integers(I64_MIN, I64_MAX))
@@ -35,6 +39,8 @@ TZS = [None, "UTC", "Europe/Paris", "America/New_York"]
 
 
 def store_and_load(v, native=True):
+    pd_codec._warned.clear()  # each reason warns once per process: every example must see its warning
+    pk._warned.clear()
     store = Store(MemoryBackend())
     with warnings.catch_warnings():
         # Stored natively, or (object dtypes: pandas 3 would give str back) refused with a warning.

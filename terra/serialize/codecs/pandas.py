@@ -260,6 +260,7 @@ def _schema(df, kind: str, pd):
             idx = df.index
             ic.update(start=int(idx.start), stop=int(idx.stop), step=int(idx.step))
         else:
+            # Positions: _frame_of cleared the names (a level named 0 would shadow level 0).
             sources.append(df.index.get_level_values(level) if df.index.nlevels > 1 else df.index)
         level += 1
     if len(sources) != len(schema):
