@@ -296,6 +296,17 @@ def test_categorical_and_interval_labels_and_flags(store):
     assert type(back.index) is pd.IntervalIndex
 
 
+def test_previous_layout_still_loads(store):
+    # Trees of type "pandas" (before column labels, names and freq were kept) load as they were written.
+    from terra.objects import Tree
+
+    s = pd.Series([1.5, 2.5], index=pd.Index(["a", "b"], name="k"), name="v")
+    tree = store.get(store_value(store, s))
+    legacy = store.put(Tree("pandas", tree.entries, {k: v for k, v in tree.meta.items() if k != "names"})).id
+    back = load_value(store, legacy)
+    assert back.tolist() == [1.5, 2.5] and back.name == "v" and back.index.tolist() == ["a", "b"]
+
+
 # Golden ids of the pandas layout ("pandas.v2"): a format change must be deliberate. The values:
 #   frame  = pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=pd.Index([5, 7], name="k"))
 #   series = pd.Series([1.5, 2.5], index=pd.date_range("2020", periods=2, freq="D"), name="s")
