@@ -5,8 +5,9 @@
 Builds a corpus of pandas and numpy values in an in-memory store, then for each
 trial FIRST..FIRST+COUNT-1 mutates one to three objects of one value that the
 pandas and numpy codecs read (headers, entries, payload bytes, Arrow schema
-bytes; the builtin codecs' objects, such as an attrs dict, are left alone), re-hashes every object above them
-up to a new root (so the store's id checks pass and the decoders see the
+bytes, the schema's pandas metadata and field types; the builtin codecs'
+objects, such as an attrs dict, are left alone), re-hashes every object above
+them up to a new root (so the store's id checks pass and the decoders see the
 damage), and loads and summarizes that root. Before a trial it appends
 ``start N`` to LOG, after it ``N OUTCOME`` where OUTCOME is ``ok``, ``terra
 ErrorName`` or ``other ErrorName: message``; a trial that kills the process
@@ -119,6 +120,57 @@ def mutate_payload(r: random.Random, data: bytes) -> bytes:
     return bytes(b)
 
 
+JSON_VALUES = VALUES[:40] + ["object", "int64", "datetimetz", "categorical", "unicode", "Int64", "range",
+                            "Europe/Paris", "+01:00", "../../etc/passwd", "datetime64[ns]", "bytes", "empty",
+                            {"kind": "range", "start": 0, "stop": 2**62, "step": 1, "name": None}]
+
+
+def mutate_json(r: random.Random, x):
+    """``x`` (parsed JSON) with one leaf, list item or key replaced."""
+    if isinstance(x, dict) and x and r.random() < 0.8:
+        k = r.choice(list(x))
+        x = dict(x)
+        if r.random() < 0.15:
+            del x[k]
+        else:
+            x[k] = mutate_json(r, x[k])
+        return x
+    if isinstance(x, list) and x and r.random() < 0.8:
+        x = list(x)
+        i = r.randrange(len(x))
+        if r.random() < 0.15:
+            x.pop(i)
+        else:
+            x[i] = mutate_json(r, x[i])
+        return x
+    v = r.choice(JSON_VALUES)
+    return None if isinstance(v, float) and v != v else v
+
+
+def mutate_schema(r: random.Random, data: bytes) -> bytes:
+    """Arrow schema bytes with their pandas metadata or one field's type changed (still valid IPC)."""
+    import json
+
+    import pyarrow as pa
+
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(data))
+    except (pa.ArrowException, OSError):  # already mangled by an earlier mutation
+        return mutate_payload(r, data)
+    if r.random() < 0.7 or not len(schema):
+        md = json.loads(schema.metadata[b"pandas"])
+        schema = schema.with_metadata({b"pandas": json.dumps(mutate_json(r, md)).encode()})
+    else:
+        types = [pa.int8(), pa.int64(), pa.uint64(), pa.float16(), pa.float64(), pa.bool_(), pa.string(),
+                 pa.large_string(), pa.binary(), pa.timestamp("ns", "Europe/Paris"), pa.timestamp("s"),
+                 pa.date32(), pa.time64("ns"), pa.duration("ms"), pa.decimal128(38, 3), pa.binary(3),
+                 pa.dictionary(pa.int8(), pa.string()), pa.dictionary(pa.int32(), pa.int64()), pa.null(),
+                 pa.list_(pa.int64()), pa.struct([("a", pa.int8())]), pa.month_day_nano_interval()]
+        i = r.randrange(len(schema))
+        schema = schema.set(i, schema.field(i).with_type(r.choice(types)))
+    return schema.serialize().to_pybytes()
+
+
 def mutate(r: random.Random, obj, others: list, root: bool):
     from terra.objects import Blob, ObjectId, Tree
 
@@ -147,6 +199,8 @@ def mutate(r: random.Random, obj, others: list, root: bool):
             return Tree(obj.type, tuple(entries), obj.meta)
         return Tree(r.choice(TREE_TYPES), obj.entries, obj.meta)
     op = r.random()
+    if obj.codec == "arrow.schema" and op < 0.5:
+        return Blob(obj.codec, obj.meta, mutate_schema(r, bytes(obj.data)))
     if op < 0.55:
         return Blob(obj.codec, obj.meta, mutate_payload(r, bytes(obj.data)))
     if op < 0.9 or root:
