@@ -489,14 +489,20 @@ def tags_cmd(as_json):
 @cli.command("gc")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option("--grace", default="1h", show_default=True,
-              help="Keep objects written more recently than this (30s, 15m, 1h, 2d).")
+              help="Keep objects written outside runs more recently than this (30s, 15m, 1h, 2d; "
+                   "at least 1m). Runs in progress are protected whatever the grace.")
 @click.option("--compact", "do_compact", is_flag=True,
               help="Then rewrite the store file so the space returns to the disk.")
 def gc_cmd(dry_run, grace, do_compact):
     """Delete objects no run, tag, cache entry or run in progress reaches."""
+    from .gc import MIN_GRACE
     from .retention import parse_duration
 
     grace_s = parse_duration(grace)
+    if grace_s < MIN_GRACE:
+        click.echo(f"terra: --grace {grace} is below the safe minimum of {MIN_GRACE:g}s (objects written "
+                   f"outside a run have only their age to protect them); using {MIN_GRACE:g}s", err=True)
+        grace_s = MIN_GRACE
     with _progress() as cb:
         stats = terra.gc(grace_period=grace_s, dry_run=dry_run, progress=cb)
     click.echo(str(stats))

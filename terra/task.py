@@ -336,7 +336,8 @@ def _execute(t: Task, args, kwargs, force: bool):
             # A call that finished between our lookup and our lease: its result stands.
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
-                return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                with store.holding(value):  # gc keeps what the run writes until its record commits
+                    return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
             store.update_state(lambda txn, rid=value: end(txn, t, rid, key, give_back=True))
             return _hit(t, store, hit, cfg)
         wait(store, key, value)
@@ -362,8 +363,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     start = time.time()
     if not cfg.quiet:
         print(f"task: {t.name}, run_id={run_id}")
-    if t.cache:
-        leases.hold(store, key, run_id, cfg.lease_seconds)
+    leases.hold(store, key, run_id, cfg.lease_seconds)  # renews the run's entry too, cached or not
     run_dir = None
     extra = {}
     if "run_dir" in t._wants:
@@ -433,9 +433,6 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         if exc is None or isinstance(exc, SerializationError):
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failure"
             exc, output, error = e, None, _error_info(e)
-    finally:
-        if t.cache:
-            leases.release(store, key, run_id)
     inputs_id = object_id(inputs_tree)
     fields["inputs"] = inputs_id
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
@@ -453,6 +450,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
                      lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
     finally:
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
+        leases.release(store, key, run_id)
         store.update_state(lambda txn: end(txn, t, run_id, key))
     from .notify import RunSummary, run_finished
 
