@@ -155,10 +155,10 @@ def mutate_schema(r: random.Random, data: bytes) -> bytes:
 
     try:
         schema = pa.ipc.read_schema(pa.py_buffer(data))
-    except (pa.ArrowException, OSError):  # already mangled by an earlier mutation
+        md = json.loads(schema.metadata[b"pandas"])
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError):  # mangled by an earlier mutation
         return mutate_payload(r, data)
     if r.random() < 0.7 or not len(schema):
-        md = json.loads(schema.metadata[b"pandas"])
         schema = schema.with_metadata({b"pandas": json.dumps(mutate_json(r, md)).encode()})
     else:
         types = [pa.int8(), pa.int64(), pa.uint64(), pa.float16(), pa.float64(), pa.bool_(), pa.string(),
@@ -279,12 +279,12 @@ def main(seed: int, first: int, count: int, log_path: str, memory: int) -> None:
                 log.write(f"{trial} skipped pickled\n")
                 continue
             replaced = {}
-            for _ in range(r.choice([1, 1, 1, 2, 3])):
-                target = r.choice(mine)
-                replaced[target] = mutate(r, replaced.get(target, objs[target]), ids, target == root)
             try:
+                for _ in range(r.choice([1, 1, 1, 2, 3])):
+                    target = r.choice(mine)
+                    replaced[target] = mutate(r, replaced.get(target, objs[target]), ids, target == root)
                 mutant = rewrite(store, objs, root, replaced)
-            except Exception as e:  # the mutation itself is not encodable (e.g. a bad meta value)
+            except Exception as e:  # the mutation itself failed (e.g. a meta value objects cannot encode)
                 log.write(f"{trial} skipped {type(e).__name__} {e}\n")
                 continue
             log.write(f"start {trial}\n")
