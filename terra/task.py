@@ -358,22 +358,22 @@ def _hashable(v, store: Store) -> bool:
 _EMPTY: list = []
 
 
-def _file_inputs(t: Task, bound: dict) -> None:
+def _file_inputs(t: Task, bound: dict, store: Store) -> None:
     """Replace ``Path``/``File`` arguments in ``bound`` by FileInputs, hashing their content."""
     if t._simple:
         for name, v in bound.items():
             if is_file_arg(v):
-                bound[name] = FileInput(v, t.name, name)
+                bound[name] = FileInput(v, t.name, name, store)
         return
     for name, v in bound.items():
         if name == t._var_pos and any(map(is_file_arg, v)):
-            bound[name] = tuple(FileInput(x, t.name, f"{name}[{i}]") if is_file_arg(x) else x
+            bound[name] = tuple(FileInput(x, t.name, f"{name}[{i}]", store) if is_file_arg(x) else x
                                 for i, x in enumerate(v))
         elif name == t._var_kw and any(map(is_file_arg, v.values())):
-            bound[name] = {k: FileInput(x, t.name, f"{name}[{k!r}]") if is_file_arg(x) else x
+            bound[name] = {k: FileInput(x, t.name, f"{name}[{k!r}]", store) if is_file_arg(x) else x
                            for k, x in v.items()}
         elif is_file_arg(v):
-            bound[name] = FileInput(v, t.name, name)
+            bound[name] = FileInput(v, t.name, name, store)
 
 
 
@@ -381,7 +381,7 @@ def _execute(t: Task, args, kwargs, force: bool):
     cfg = get_config()
     store = current_store()
     bound = t._bind(args, dict(kwargs) if kwargs else {})
-    _file_inputs(t, bound)
+    _file_inputs(t, bound, store)
     key = _call_key(t, bound, store)
     dumped = _dumped(t, bound) if t.no_dump else bound
     use_cache = t.cache and not force
@@ -566,7 +566,7 @@ def _inputs_tree(store: Store, t: Task, dumped: dict) -> Tree:
     def stored_files(v, where):
         if type(v) is FileInput:
             v.store(store, t.name, where)
-            files[where] = v.path
+            files[where] = os.path.abspath(v.path)
 
     try:
         entries = []

@@ -319,7 +319,7 @@ def test_keys_differ_exactly_when_calls_differ(store, pair):
     keys = []
     for args, kwargs in pair:
         bound = t._bind(args, dict(kwargs))
-        _file_inputs(t, bound)
+        _file_inputs(t, bound, store)
         keys.append(_call_key(t, bound, store))
     STATS["pairs"] += 1
     STATS["same" if b1 == b2 else "different"] += 1

@@ -192,3 +192,40 @@ def test_file_repr_and_type_check():
     with pytest.raises(TypeError, match="terra.File needs a str or path"):
         terra.File(3)
     assert "File" in terra.__all__
+
+
+CHILD = """
+import sys
+sys.path.insert(0, {dir!r})
+import terra, terra.files
+from terra.serialize import _files
+terra.configure(storage_dir={store!r}, quiet=True)
+terra.files.RACY_NS = 0  # the files were written just now
+reads = []
+real = _files._file_blob
+_files._file_blob = lambda enc, path: reads.append(path) or real(enc, path)
+import sizes
+print(sizes.size(__import__("pathlib").Path({data!r})), len(reads), sizes.CALLS)
+"""
+
+
+def test_a_new_process_does_not_read_unchanged_files_again(tmp_path, subprocess_env, python):
+    import subprocess
+
+    (tmp_path / "sizes.py").write_text(
+        "import terra\nCALLS = []\n\n@terra.task\ndef size(d):\n"
+        "    CALLS.append(1)\n    return sum(f.stat().st_size for f in d.iterdir())\n")
+    d = tmp_path / "data"
+    d.mkdir()
+    for i in range(3):
+        _write(d / f"{i}.txt", "x" * (i + 1))
+    script = CHILD.format(dir=str(tmp_path), store=str(tmp_path / "store2"), data=str(d))
+
+    def child():
+        out = subprocess.run([python, "-c", script], env=subprocess_env, capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert child() == ["6", "6", "[1]"]  # hashed, then stored with the run
+    assert child() == ["6", "0", "[]"]  # a hit, and not one file read
+    _write(d / "1.txt", "yy")
+    assert child() == ["6", "2", "[1]"]  # only the changed file read (hash, store)
