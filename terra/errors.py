@@ -12,6 +12,7 @@ __all__ = [
     "CorruptObject",
     "LeaseTimeout",
     "NotFound",
+    "NotifyError",
     "PickleRefused",
     "SerializationError",
     "StoreError",
@@ -71,3 +72,7 @@ class TaskError(TerraError, ValueError):
 
 class LeaseTimeout(TerraError, TimeoutError):
     """Waiting for another process computing the same call took too long."""
+
+
+class NotifyError(TerraError):
+    """A notification could not be sent (only raised by an explicit test send)."""
