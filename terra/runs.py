@@ -134,11 +134,19 @@ def is_inline(value) -> bool:
         return True
     if t is int:
         return -(1 << 63) <= value < (1 << 64)
-    if t is str:
-        return len(value) <= _INLINE_MAX // 4
+    if t is str:  # msgpack cannot hold lone surrogates: such strings are stored as values
+        return len(value) <= _INLINE_MAX // 4 and (value.isascii() or _utf8(value))
     if t is bytes:
         return len(value) <= _INLINE_MAX
     return False
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def pack_entry(entry) -> bytes:

@@ -84,6 +84,19 @@ def test_values_equal_in_python_are_different_calls(a, b):
     assert k(a) == repr(a) and k(b) == repr(b) and len(CALLS) == 2
 
 
+def test_strings_with_lone_surrogates_are_keyed_and_stored():
+    @terra.task
+    def k(x):
+        CALLS.append(x)
+        return len(x)
+
+    assert k("a\ud800") == 2
+    rid, n = k("a\udc00", return_run_id=True)
+    assert n == 2 and len(CALLS) == 2
+    assert k("a\ud800") == 2 and len(CALLS) == 2
+    assert terra.inp(rid)["x"].load() == "a\udc00"
+
+
 def test_nan_payloads_are_different_calls():
     @terra.task
     def k(x):
@@ -234,13 +247,17 @@ def _twin(v):
     return v
 
 
+# Lone surrogates only at the top level: inside containers the value encoder cannot
+# hold them yet (terra.serialize inlines short strings without checking them).
+top_values = st.one_of(values, st.text(st.characters(codec=None, categories=["Cs", "Ll"]), max_size=2))
+
 NAMES = ["a", "b", "c", "kw", "rest", "args[0]", "rest[0]", "x"]
 
 
 @st.composite
 def calls(draw):
-    args = tuple(draw(st.lists(values, min_size=1, max_size=4)))
-    kwargs = draw(st.dictionaries(st.sampled_from(NAMES), values, max_size=3))
+    args = tuple(draw(st.lists(top_values, min_size=1, max_size=4)))
+    kwargs = draw(st.dictionaries(st.sampled_from(NAMES), top_values, max_size=3))
     return args, kwargs
 
 
