@@ -46,13 +46,16 @@ class File:
 
     Args:
         path: a file or directory, ``str`` or ``os.PathLike``.
+
+    Raises:
+        TaskError: ``path`` is not a str or path.
     """
 
     __slots__ = ("path",)
 
     def __init__(self, path):
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"terra.File needs a str or path, got {type(path).__name__}: {path!r}")
+            raise TaskError(f"terra.File needs a str or path, got {type(path).__name__}: {path!r}")
         self.path = path
 
     def __fspath__(self) -> str:

@@ -189,9 +189,12 @@ def test_a_file_rewritten_in_the_same_tick_is_read_again(tmp_path):
 def test_file_repr_and_type_check():
     assert repr(terra.File("x.csv")) == "terra.File('x.csv')"
     assert os.fspath(terra.File("x.csv")) == "x.csv"
-    with pytest.raises(TypeError, match="terra.File needs a str or path"):
+    with pytest.raises(TaskError, match="terra.File needs a str or path, got int: 3"):
         terra.File(3)
     assert "File" in terra.__all__
+    import pickle
+
+    assert pickle.loads(pickle.dumps(terra.File("x.csv"))) == terra.File("x.csv")
 
 
 CHILD = """
