@@ -19,6 +19,7 @@ from .errors import (
     TerraError,
     UnsupportedFormat,
 )
+from .files import File
 from .fsck import fsck
 from .gc import compact, du, gc
 from .io import Artifact
@@ -62,6 +63,7 @@ __all__ = [
     "AmbiguousPrefix",
     "Artifact",
     "CorruptObject",
+    "File",
     "NotFound",
     "SerializationError",
     "Task",

@@ -64,3 +64,9 @@ def elsewhere(storage_dir: str) -> None:
     os.environ["TERRA_STORAGE_DIR"] = storage_dir
     config.reset()
     terra.configure(quiet=True)
+
+
+@terra.task
+def size(p):
+    with open(p, "rb") as f:
+        return len(f.read())

@@ -385,3 +385,20 @@ def test_worker_finds_the_store_at_its_own_configured_path(tmp_path):
     runs = _runs("_parallel_tasks:scale")
     assert [r["origin"][0] for r in runs] == [current_store().uuid] * 2  # written here, by the worker
     _check_parents(runs)
+
+
+def test_file_arguments_travel_keyed_by_content(store, tmp_path):
+    from pathlib import Path
+
+    from _parallel_tasks import size
+
+    files = []
+    for i in range(3):
+        files.append(Path(tmp_path / f"f{i}"))
+        files[-1].write_bytes(b"x" * i)
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        c = Counting(pool)
+        assert size.map(files, executor=c) == [0, 1, 2] and c.n == 3
+        assert size.map(files, executor=c) == [0, 1, 2] and c.n == 3  # keyed by the driver: hits
+        files[1].write_bytes(b"changed")
+        assert size.map(files, executor=c) == [0, 7, 2] and c.n == 4  # the changed file alone runs again

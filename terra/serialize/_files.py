@@ -13,6 +13,7 @@ are stored the same way, with the class's import path in the tree meta.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -23,9 +24,9 @@ import numpy as np
 from ..errors import SerializationError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
-from ._encode import FINDERS, Encoder, _StoreSink
+from ._encode import FINDERS, Encoder, _discard, _StoreSink
 
-__all__ = ["restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
+__all__ = ["hash_path", "restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
 
 _scratch: str | None = None
 
@@ -51,9 +52,14 @@ def make_scratch(prefix: str) -> str:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
-    """Emit the objects of a file or directory tree; returns the Tree's id."""
+def encode_path(enc: Encoder, path: str, meta: dict | None = None, file_blob=None) -> ObjectId:
+    """Emit the objects of a file or directory tree; returns the Tree's id.
+
+    ``file_blob(enc, path, read)`` may stand in for ``read(enc, path)`` (which
+    reads one file and emits its Blob), e.g. to answer from a cache.
+    """
     meta = dict(meta or {})
+    blob = _file_blob if file_blob is None else functools.partial(file_blob, read=_file_blob)
     entries: list[tuple[str, ObjectId]] = []
     execs: list[str] = []
     empty: list[str] = []
@@ -76,12 +82,12 @@ def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
                 if os.path.islink(full):
                     links[rel + name] = os.readlink(full)
                     continue
-                entries.append((rel + name, _file_blob(enc, full)))
+                entries.append((rel + name, blob(enc, full)))
                 if os.stat(full).st_mode & stat.S_IXUSR:
                     execs.append(rel + name)
     elif os.path.isfile(path):
         meta["path_kind"] = "file"
-        entries.append(("", _file_blob(enc, path)))
+        entries.append(("", blob(enc, path)))
         if os.stat(path).st_mode & stat.S_IXUSR:
             execs.append("")
     else:
@@ -102,12 +108,13 @@ def _file_blob(enc: Encoder, path: str) -> ObjectId:
     return enc.payload("file", {}, data)
 
 
-def store_path(store, path) -> ObjectId:
+def store_path(store, path, file_blob=None) -> ObjectId:
     """Store a file or a directory tree; returns the id to give :func:`restore_path`.
 
     Args:
         store: a :class:`terra.store.Store`.
         path: a file or directory.
+        file_blob: optional ``file_blob(enc, path, read)`` standing in for reading one file.
 
     Returns:
         The id of a ``Tree("dir")`` (equal contents give equal ids).
@@ -116,9 +123,18 @@ def store_path(store, path) -> ObjectId:
         SerializationError: ``path`` is neither a file nor a directory.
     """
     sink = _StoreSink(store)
-    oid = encode_path(Encoder(sink), os.fspath(path))
+    oid = encode_path(Encoder(sink), os.fspath(path), file_blob=file_blob)
     sink.flush()
     return oid
+
+
+def hash_path(path, file_blob=None) -> ObjectId:
+    """The id :func:`store_path` would return for ``path``, storing nothing.
+
+    Raises:
+        SerializationError: ``path`` is neither a file nor a directory.
+    """
+    return encode_path(Encoder(_discard), os.fspath(path), file_blob=file_blob)
 
 
 # -- restoring -----------------------------------------------------------------------------
