@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import runs as R
 from ._walk import children
 from .gc import Progress
-from .objects import ObjectId, digest
+from .objects import ObjectId, decode, digest
 from .store import Store, _framing
 
 __all__ = ["FsckReport", "fsck"]
@@ -65,6 +65,7 @@ def _check(oid: bytes, raw) -> tuple[bool, list[ObjectId]]:
         enc = _framing.unframe(oid, raw)
         if digest((enc,)) != oid:
             return False, []
+        decode(enc)  # well-formed too: e.g. a Chunked's size fits its chunk count
     except Exception:  # noqa: BLE001 - undecodable bytes are corruption
         return False, []
     return True, children(oid, raw)
