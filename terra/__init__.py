@@ -18,6 +18,7 @@ from .errors import (
     SerializationError,
     TerraError,
     UnsupportedFormat,
+    UntrustedObject,
 )
 from .fsck import fsck
 from .gc import compact, du, gc
@@ -53,6 +54,7 @@ __all__ = [
     "Task",
     "TerraError",
     "UnsupportedFormat",
+    "UntrustedObject",
     "compact",
     "configure",
     "du",
