@@ -1,7 +1,9 @@
 """Which stored pickles this user wrote: a per-user key signs them at write time.
 
 Unpickling runs whatever code the pickle names, so terra unpickles only
-payloads it can vouch for. When a pickled payload is stored, the store keeps
+payloads it can vouch for; likewise it imports a module that a stored class
+path names (running the module's import-time code) only for objects it can
+vouch for, or when the program has imported that module already. When a pickled payload is stored, the store keeps
 ``HMAC-SHA256(key, object id)`` beside it (see :mod:`terra.store._framing`);
 on load the signature must verify with this user's key, unless the user opts
 in with ``allow_foreign_pickles`` (``--trust`` on the CLI). A store copied
@@ -32,8 +34,10 @@ from .errors import ConfigError
 
 __all__ = ["SIGNED_CODECS", "sign", "signature_for", "verify", "writing_foreign"]
 
-# Blob codecs and Tree types whose decoding unpickles: only these are signed.
-SIGNED_CODECS = frozenset({"pickle"})
+# Blob codecs and Tree types whose decoding may run code: pickles, and the
+# trees that name a class (loading one may import the class's module). Only
+# these are signed.
+SIGNED_CODECS = frozenset({"pickle", "enum", "dataclass", "namedtuple", "defaultdict", "dir"})
 _CONTEXT = b"terra-pickle-1\0"
 
 _lock = threading.Lock()

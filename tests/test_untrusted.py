@@ -507,3 +507,49 @@ def test_unpickling_errors_are_terra_errors(store):
     oid = store.put(Blob("pickle", {"type": "x"}, pickle.dumps(1)[:-3])).id
     with pytest.raises(SerializationError, match="cannot be unpickled"):
         load_value(store, oid)
+
+
+def test_foreign_class_path_does_not_import_a_new_module(store, tmp_path, foreign, monkeypatch):
+    """Importing runs a module's code: a foreign object may name only modules already imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "terra_side_effect_mod.py").write_text(
+        f"import enum, pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+        "class Colour(enum.Enum):\n    RED = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    crafted = Tree("enum", (1,), {"class": "terra_side_effect_mod:Colour", "name": "RED"})
+    with foreign():
+        oid = store.put(crafted).id
+    with pytest.raises(UntrustedObject, match="not imported"):
+        load_value(store, oid)
+    assert not marker.exists() and "terra_side_effect_mod" not in sys.modules
+    try:
+        with config.overriding(allow_foreign_pickles=True):
+            assert load_value(store, oid).name == "RED" and marker.exists()
+        marker.unlink()
+        assert load_value(store, oid).name == "RED"  # now imported by the program: no opt-in needed
+    finally:
+        sys.modules.pop("terra_side_effect_mod", None)
+
+
+def test_own_objects_import_their_modules(store, tmp_path, monkeypatch):
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "terra_own_mod.py").write_text("import enum\nclass Size(enum.Enum):\n    BIG = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    import terra_own_mod
+
+    oid = store_value(store, terra_own_mod.Size.BIG)
+    sys.modules.pop("terra_own_mod")
+    try:
+        assert load_value(store, oid).name == "BIG"  # signed by this user: imported again
+    finally:
+        sys.modules.pop("terra_own_mod", None)
+
+
+def test_figure_png_claiming_huge_size_is_refused_before_decoding(store):
+    png = bytearray(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (1 << 20).to_bytes(4, "big") * 2 + b"\x08\x06\x00\x00\x00")
+    png_id = store.put(Blob("png", {"type": "image/png"}, bytes(png))).id
+    oid = store.put(Tree("figure", (None, png_id), {"type": "matplotlib.figure.Figure", "size": [1.0, 1.0],
+                                                     "dpi": 100.0})).id
+    with pytest.raises(CorruptObject, match="pixels"):
+        load_value(store, oid)

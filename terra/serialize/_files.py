@@ -227,7 +227,7 @@ def _decode(dec, tree):
     cls_path = tree.meta.get("class")
     cls = None
     if cls_path is not None:  # checked before anything is written to disk
-        cls = registry.resolve_class(cls_path, "a class defining __terra_read__", _reads_itself, dec.oid)
+        cls = registry.resolve_class(cls_path, "a class defining __terra_read__", _reads_itself, dec)
     tmp = make_scratch("terra-read-")
     path = os.path.join(tmp, "value")
     try:

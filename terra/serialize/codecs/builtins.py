@@ -202,7 +202,7 @@ def _dec_counter(dec, tree):
 
 def _dec_defaultdict(dec, tree):
     path = tree.meta.get("factory")
-    factory = registry.resolve_class(path, "a defaultdict factory", _is_factory, dec.oid) if path else None
+    factory = registry.resolve_class(path, "a defaultdict factory", _is_factory, dec) if path else None
     return collections.defaultdict(factory, {dec.entry(k): dec.entry(v) for k, v in tree.entries})
 
 
@@ -225,7 +225,7 @@ def _enc_dataclass(enc: Encoder, v) -> ObjectId | None:
 
 
 def _dec_dataclass(dec, tree):
-    cls = registry.resolve_class(tree.meta.get("class"), "a dataclass", dataclasses.is_dataclass, dec.oid)
+    cls = registry.resolve_class(tree.meta.get("class"), "a dataclass", dataclasses.is_dataclass, dec)
     known = {f.name for f in dataclasses.fields(cls)}
     for name, _ in tree.entries:
         if name not in known:
@@ -250,7 +250,7 @@ def _is_namedtuple_type(cls: type) -> bool:
 
 
 def _dec_namedtuple(dec, tree):
-    cls = registry.resolve_class(tree.meta.get("class"), "a namedtuple", _is_namedtuple_type, dec.oid)
+    cls = registry.resolve_class(tree.meta.get("class"), "a namedtuple", _is_namedtuple_type, dec)
     if len(tree.entries) != len(cls._fields):
         raise CorruptObject(f"object {dec.oid.hex()}: {len(tree.entries)} values for the "
                             f"{len(cls._fields)} fields of {tree.meta['class']}")
@@ -266,7 +266,7 @@ def _enc_enum(enc: Encoder, v: enum.Enum) -> ObjectId | None:
 
 
 def _dec_enum(dec, tree):
-    cls = registry.resolve_class(tree.meta.get("class"), "an Enum", lambda c: issubclass(c, enum.Enum), dec.oid)
+    cls = registry.resolve_class(tree.meta.get("class"), "an Enum", lambda c: issubclass(c, enum.Enum), dec)
     return cls(dec.entry(tree.entries[0]))
 
 
