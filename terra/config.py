@@ -1,11 +1,12 @@
 """Where the store lives and how terra behaves, from a JSON file and the environment.
 
 ``TERRA_CONFIG_PATH`` names a ``terra_config.json`` with keys ``storage_dir``,
-``notify``, ``slack_web_client_id``, ``slack_channel``, ``allow_pickle``,
-``allow_foreign_pickles``, ``pickle_key`` and ``quiet``. ``TERRA_STORAGE_DIR``
-overrides the storage dir, ``TERRA_PICKLE_KEY`` the pickle key's path. With
-nothing set the store lives in ``~/.terra``. :func:`configure` changes settings
-at run time.
+``notify``, ``slack_web_client_id``, ``slack_channel``, ``slack_base_url``,
+``notify_min_seconds``, ``notify_timeout``, ``allow_pickle``,
+``allow_foreign_pickles``, ``pickle_key``, ``quiet`` and ``lease_seconds``.
+``TERRA_STORAGE_DIR`` overrides the storage dir, ``TERRA_PICKLE_KEY`` the
+pickle key's path. With nothing set the store lives in ``~/.terra``.
+:func:`configure` changes settings at run time.
 
 Secrets (the Slack token) never leave this process through terra: they are
 masked in ``repr``, left out of run records (:meth:`Config.public`) and not
@@ -35,9 +36,12 @@ class Config:
     """terra's settings."""
 
     storage_dir: str = os.path.join("~", ".terra")
-    notify: bool = False
+    notify: bool | str = False  # True, False or "failure" (only failed runs)
     slack_web_client_id: str | None = field(default=None, repr=False)
     slack_channel: str | None = None
+    slack_base_url: str | None = None  # another Slack Web API endpoint (a proxy, a test server)
+    notify_min_seconds: float = 60.0  # runs shorter than this send nothing
+    notify_timeout: float = 3.0  # seconds a message may take, and the most exit waits for them
     allow_pickle: bool = True
     # Unpickle payloads not signed by this user's key (a store copied from
     # someone else, objects pulled from a remote): they can run any code.
@@ -107,7 +111,13 @@ def _make(base: Config, values: dict) -> Config:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     for k, v in values.items():
         want = known[k].type
-        if "bool" in str(want) and not isinstance(v, bool):
+        if k == "notify":
+            if v not in (True, False, "failure"):
+                raise ConfigError(f"config notify must be true, false or \"failure\", got {v!r}")
+        elif k in ("notify_min_seconds", "notify_timeout"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"config {k} must be a number of seconds >= 0, got {v!r}")
+        elif "bool" in str(want) and not isinstance(v, bool):
             raise ConfigError(f"config {k} must be true or false, got {v!r}")
         if k in ("storage_dir", "pickle_key") and not isinstance(v, (str, os.PathLike)) \
                 and not (k == "pickle_key" and v is None):

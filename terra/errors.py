@@ -12,6 +12,7 @@ __all__ = [
     "CorruptObject",
     "LeaseTimeout",
     "NotFound",
+    "NotifyError",
     "PickleRefused",
     "SerializationError",
     "StoreError",
@@ -81,3 +82,7 @@ class UntrustedObject(TerraError):
     (an Enum, a dataclass...), or a pickle was not written by this user
     (``allow_foreign_pickles`` / ``--trust`` opt in).
     """
+
+
+class NotifyError(TerraError):
+    """A notification could not be sent (only raised by an explicit test send)."""

@@ -34,9 +34,11 @@ from .base import Backend
 
 __all__ = ["FORMAT_VERSION", "PutResult", "Store"]
 
-FORMAT_VERSION = 1
+# 2: run records carry their origin and name their parents by record id (terra.runs migrates 1).
+FORMAT_VERSION = 2
 _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
+_UUID_KEY = b"meta/uuid"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
 _WORKERS = max(2, min(4, os.cpu_count() or 1))
 
@@ -121,6 +123,27 @@ class Store:
                     txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
                     txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
             self.backend.update_refs(init)
+
+    @property
+    def uuid(self) -> str | None:
+        """This store's identity (32 hex), made on first use; None for a read-only store without one."""
+        u = getattr(self, "_uuid", None)
+        if u is None:
+            with self.backend.refs() as refs:
+                raw = refs.get(_UUID_KEY)
+            if raw is None and not getattr(self.backend, "_readonly", False):
+                import uuid
+
+                fresh = uuid.uuid4().hex.encode()
+
+                def init(txn):
+                    old = txn.get(_UUID_KEY)
+                    if old is None:
+                        txn.put(_UUID_KEY, fresh)
+                    return old or fresh
+                raw = self.backend.update_refs(init)
+            u = self._uuid = raw.decode() if raw is not None else None
+        return u
 
     # -- writing --------------------------------------------------------------
 
