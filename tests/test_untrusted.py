@@ -553,3 +553,43 @@ def test_figure_png_claiming_huge_size_is_refused_before_decoding(store):
                                                      "dpi": 100.0})).id
     with pytest.raises(CorruptObject, match="pixels"):
         load_value(store, oid)
+
+
+_DEQUES = []
+
+
+@terra.task
+def _deque_task(n):
+    _DEQUES.append(n)
+    return collections.deque(range(n))  # pickled
+
+
+def test_pickles_pulled_from_a_remote_are_foreign_unless_yours(tmp_path, foreign):
+    pytest.importorskip("obstore")
+    from terra.remote import add_remote, pull, push
+
+    url = f"file://{tmp_path / 'remote'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        terra.configure(storage_dir=str(tmp_path / "colleague"), quiet=True)
+        with foreign():
+            _deque_task(3)
+            add_remote("team", url)
+            push(all=True)
+        terra.configure(storage_dir=str(tmp_path / "mine"))
+        _deque_task(4)  # one of mine, pushed too
+        add_remote("team", url)
+        push(all=True)
+        terra.configure(storage_dir=str(tmp_path / "clone"))
+        add_remote("team", url)
+        pull(all=True)
+    loaded, refused = [], []
+    for art in (terra.out(1), terra.out(2)):
+        try:
+            loaded.append(art.load())
+        except UntrustedObject:
+            refused.append(art)
+    assert loaded == [collections.deque(range(4))] and len(refused) == 1
+    with config.overriding(allow_foreign_pickles=True):
+        assert refused[0].load() == collections.deque(range(3))
+    terra.configure(quiet=False)
