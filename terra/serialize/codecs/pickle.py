@@ -75,8 +75,9 @@ def pickle_value(enc: Encoder, value: Any, *, warn: bool = True, check: bool = T
                               "(register a codec for this type, or turn allow_pickle on)", PickleRefused)
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        if _may_hold_set(data):
+        try:
+            data = _dumps_setless(value, buffers.append)
+        except _HoldsSet:
             buffers = []
             data = canonical_dumps(value, buffers.append)
         raws = [b.raw() for b in buffers]
@@ -99,8 +100,10 @@ def pickle_value(enc: Encoder, value: Any, *, warn: bool = True, check: bool = T
 
 def _dumps(enc: Encoder, value: Any) -> bytes:
     try:
-        data = pickle.dumps(value, protocol=5)
-        return canonical_dumps(value) if _may_hold_set(data) else data
+        try:
+            return _dumps_setless(value)
+        except _HoldsSet:
+            return canonical_dumps(value)
     except Exception as e:  # noqa: BLE001
         _raise_unpicklable(enc, value, e)
 
@@ -109,20 +112,37 @@ def _dumps(enc: Encoder, value: Any) -> bytes:
 #
 # A set pickles in iteration order, which for str/bytes elements depends on
 # the hash seed: the same value would get a new id in every process. The C
-# pickler has no hook for exact sets, so a pickle that may hold one (it has
-# a set opcode byte anywhere; false positives only cost time) is written again
-# by the Python pickler with sets sorted by their elements' own pickles.
+# pickler has no hook to reorder exact sets, but its persistent_id hook sees
+# every object: a value is pickled by C until a set turns up, and only then
+# written again by the Python pickler with sets sorted by their elements' own
+# pickles (measured: the hook costs about as much again as C pickling; the
+# Python pickler ~15x).
 
-_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
+
+class _HoldsSet(Exception):
+    pass
 
 
-def _may_hold_set(data: bytes) -> bool:
-    return any(op in data for op in _SET_OPCODES)
+class _SetlessPickler(pickle.Pickler):
+    """The C pickler, stopping at the first set or frozenset (output otherwise unchanged)."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, (set, frozenset)):
+            raise _HoldsSet
+        return None
+
+
+def _dumps_setless(value: Any, buffer_callback=None) -> bytes:
+    f = io.BytesIO()
+    _SetlessPickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return f.getvalue()
 
 
 def _element_key(x: Any) -> bytes:
-    data = pickle.dumps(x, protocol=5)
-    return canonical_dumps(x) if _may_hold_set(data) else data
+    try:
+        return _dumps_setless(x)
+    except _HoldsSet:
+        return canonical_dumps(x)
 
 
 class _CanonicalPickler(pickle._Pickler):  # the Python pickler: its dispatch table can be changed
