@@ -18,6 +18,7 @@ from .errors import (
     SerializationError,
     TerraError,
     UnsupportedFormat,
+    UntrustedObject,
 )
 from .files import File
 from .fsck import fsck
@@ -69,6 +70,7 @@ __all__ = [
     "Task",
     "TerraError",
     "UnsupportedFormat",
+    "UntrustedObject",
     "compact",
     "configure",
     "du",

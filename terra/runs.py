@@ -439,7 +439,6 @@ def out(run_id: int, store: Store | None = None):
     return output_view(store, rec.get("output"), run_id)
 
 
-_PRIMITIVE_TYPES = {"str", "bytes", "int", "float", "bool", "NoneType", "None"}
 _skeletons: dict[bytes, Any] = {}
 
 
@@ -471,7 +470,7 @@ class _Literal:
 
 
 def _skeleton(store: Store, oid: ObjectId):
-    from .serialize import load_value, summarize
+    from .serialize import plain_value
 
     obj = store.get(oid)
     if isinstance(obj, Tree) and obj.type in ("dict", "list", "tuple"):
@@ -480,8 +479,10 @@ def _skeleton(store: Store, oid: ObjectId):
             return ("dict", items)
         return (obj.type, [_entry_skeleton(store, e) for e in obj.entries])
     try:
-        if summarize(store, oid).get("type") in _PRIMITIVE_TYPES:
-            return _Literal(load_value(store, oid))
+        # By codec, not by the type a stored meta claims: a view never unpickles.
+        plain, value = plain_value(store, oid)
+        if plain:
+            return _Literal(value)
     except Exception:  # noqa: BLE001 - anything unreadable stays an Artifact
         pass
     return _Leaf(oid)

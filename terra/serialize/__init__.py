@@ -27,7 +27,7 @@ Arrow buffer (not one IPC stream): numeric columns are then hashed in place,
 and unchanged columns are shared between versions of a frame.
 """
 
-from ._decode import load_value, summarize
+from ._decode import load_value, plain_value, summarize
 from ._encode import hash_value, store_value
 from ._files import hash_path, restore_path, scratch_dir, set_scratch_dir, store_path
 from .registry import PickleWarning, register_codec
@@ -46,6 +46,7 @@ __all__ = [
     "figure_png",
     "hash_value",
     "load_value",
+    "plain_value",
     "register_codec",
     "restore_path",
     "scratch_dir",

@@ -13,11 +13,14 @@ are stored the same way, with the class's import path in the tree meta.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import pathlib
 import shutil
 import stat
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -232,18 +235,60 @@ def _find(enc: Encoder, v) -> ObjectId | None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _reads_itself(cls: type) -> bool:
+    return callable(getattr(cls, "__terra_read__", None)) and callable(getattr(cls, "__terra_write__", None))
+
+
 def _decode(dec, tree):
     cls_path = tree.meta.get("class")
-    # The scratch copy is left in place: __terra_read__ may keep reading it lazily.
+    cls = None
+    if cls_path is not None:  # checked before anything is written to disk
+        cls = registry.resolve_class(cls_path, "a class defining __terra_read__", _reads_itself, dec)
     tmp = make_scratch("terra-read-")
     path = os.path.join(tmp, "value")
-    restore_path(dec.store, _tree_id(tree), path)
-    if cls_path is None:
-        import pathlib
+    try:
+        restore_path(dec.store, _tree_id(tree), path)
+        if cls is None:
+            value = pathlib.Path(path)
+        else:
+            try:
+                value = cls.__terra_read__(path)
+            except Exception as e:  # noqa: BLE001 - user code
+                raise SerializationError(f"object {dec.oid.hex()}: {cls_path}.__terra_read__ failed: "
+                                         f"{type(e).__name__}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_with(value, tmp)
+    return value
 
-        return pathlib.Path(path)
-    cls = registry.import_class(cls_path)
-    return cls.__terra_read__(path)
+
+def _remove_with(value, tmp: str) -> None:
+    """Remove the scratch copy ``tmp`` once ``value`` no longer needs it.
+
+    ``__terra_read__`` may keep reading its path lazily (memory maps, zarr...),
+    so the copy lives as long as the value; values that cannot be weakly
+    referenced hold nothing lazily that a live reference does not already
+    keep open, so their copy goes now (open files and maps stay readable).
+    Anything left when the interpreter exits goes then.
+    """
+    try:
+        weakref.finalize(value, shutil.rmtree, tmp, True)
+    except TypeError:
+        if isinstance(value, pathlib.PurePath):
+            # The value is the path itself: it lives until exit.
+            _at_exit.add(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_at_exit: set[str] = set()
+
+
+@atexit.register
+def _remove_leftovers() -> None:
+    for tmp in list(_at_exit):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tree_id(tree: Tree) -> ObjectId:
