@@ -12,6 +12,14 @@ ref space holds the mutable parts, all keyed so prefix scans answer queries:
     tag/<name>                        <id:8>
     produced/<artifact:16>            <id:8> of the first run that output it
 
+Every value is stored sealed with a checksum over key and value
+(``terra.store._refs``): reads verify it, a damaged entry raises
+``CorruptRef`` (``get``) or is skipped and reported (``scan``). A cache entry
+is served only once the verified record of the run it names confirms it
+(:func:`cache_hit`), so a wrong value needs a wrong entry *and* a record
+agreeing with it. Records carry their ``run_id``, so ``terra fsck --repair``
+rebuilds the indexes from them.
+
 A run in progress is short-lived state (``Store.update_state``): its
 ``run/`` and ``task/`` entries, its ``lease/<key:16>`` (pid, host, expiry)
 and ``counter/run`` live where writes cost no sync, and ``Store.refs()``
@@ -28,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import NotFound
+from .errors import CorruptRef, NotFound
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
@@ -89,6 +97,28 @@ def k_edge_p(producer: int, consumer: int, artifact: bytes) -> bytes:
     return b"edge/p/" + rid8(producer) + rid8(consumer) + artifact
 
 
+def get_or_damaged(txn, key: bytes) -> bytes | None:
+    """``txn.get(key)``, None when the entry is damaged (for writers that overwrite it)."""
+    try:
+        return txn.get(key)
+    except CorruptRef:
+        return None
+
+
+def committed(txn) -> int:
+    """The highest run id committed durably; if its counter is damaged, the highest run entry's.
+
+    Never lower than a run id in use, so a damaged counter cannot make run ids be handed out twice.
+    """
+    try:
+        raw = txn.get(K_COMMITTED)
+        return int.from_bytes(raw, "big") if raw else 0
+    except CorruptRef:
+        raw_txn = getattr(txn, "txn", txn)  # checksums unchecked: a damaged run entry still holds its id
+        last = next(iter(raw_txn.scan(b"run/", True)), None)
+        return int.from_bytes(last[0][4:12], "big") if last else 0
+
+
 def status_byte(status: str) -> bytes:
     return _STATUS_BYTE[status]
 
@@ -147,12 +177,76 @@ def run_ref(store: Store, run_id: int) -> dict:
 
     Raises:
         NotFound: no run has this id.
+        CorruptRef: its entry is damaged.
     """
     with store.refs() as txn:
         raw = txn.get(k_run(run_id))
     if raw is None:
         raise NotFound(f"no run with run_id={run_id!r}")
-    return unpack(raw)
+    return decode_run_ref(run_id, raw)
+
+
+def decode_run_ref(run_id: int, raw: bytes) -> dict:
+    """A ``run/`` entry's value as a dict.
+
+    Raises:
+        CorruptRef: it is not one (a checksummed entry written wrongly, or a legacy store's damage).
+    """
+    try:
+        ref = unpack(raw)
+    except Exception as e:  # noqa: BLE001 - any undecodable entry is damage
+        raise CorruptRef(f"run {run_id}: its entry cannot be decoded ({type(e).__name__}); "
+                         "run `terra fsck --repair`") from None
+    if not isinstance(ref, dict) or not isinstance(ref.get("record", None), (bytes, type(None))):
+        raise CorruptRef(f"run {run_id}: its entry is not a run entry; run `terra fsck --repair`")
+    return ref
+
+
+def record_of(store: Store, run_id: int, ref: dict) -> Run:
+    """The verified ``Run`` record a run entry names.
+
+    Raises:
+        CorruptRef: it names something that is not this run's record.
+        NotFound, CorruptObject: the record is missing or damaged.
+    """
+    obj = store.get(ObjectId(ref["record"]))
+    if not isinstance(obj, Run) or obj.fields.get("run_id", run_id) != run_id:
+        raise CorruptRef(f"run {run_id}: its entry names object {bytes(ref['record']).hex()}, "
+                         "which is not its record; run `terra fsck --repair`")
+    return obj
+
+
+def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
+    """The run id and output entry of a cache entry, confirmed by that run's verified record.
+
+    The output comes from the record, not from the entry; the entry must name
+    a successful run whose record has this cache key and this output.
+    Confirmations are remembered per store for the exact entry bytes, so a
+    repeated hit costs one get and one dict lookup.
+
+    Raises:
+        CorruptRef: the entry does not match the record it names (or either is unreadable).
+    """
+    memo = store.__dict__.setdefault("_confirmed_hits", {})
+    k = (key, raw)
+    hit = memo.get(k)
+    if hit is not None:
+        return hit
+    rid = int.from_bytes(raw[:8], "big")
+    try:
+        ref = run_ref(store, rid)
+        fields = record_of(store, rid, ref).fields if ref.get("record") else {}
+        ok = (ref.get("status") == "success" and fields.get("status") == "success"
+              and bytes(fields.get("cache_key") or b"") == bytes(key)
+              and len(raw) > 8 and pack_entry(fields.get("output")) == bytes(raw[8:]))
+    except Exception as e:  # noqa: BLE001 - whatever fails, the hit is not confirmed
+        raise CorruptRef(f"cache entry {bytes(key).hex()} (run {rid}) cannot be confirmed: {e}") from None
+    if not ok:
+        raise CorruptRef(f"cache entry {bytes(key).hex()} does not match the record of run {rid}")
+    if len(memo) > 65536:
+        memo.clear()
+    hit = memo[k] = (rid, fields.get("output"))
+    return hit
 
 
 def _check_id(run_id) -> int:
@@ -174,9 +268,7 @@ def get_run(run_id: int, store: Store | None = None) -> dict:
         fields = dict(ref)
         fields.pop("record", None)
     else:
-        obj = store.get(ObjectId(rec))
-        assert isinstance(obj, Run)
-        fields = dict(obj.fields)
+        fields = dict(record_of(store, run_id, ref).fields)
     fields["run_id"] = run_id
     fields["status"] = _live_status(fields, ref)
     return fields

@@ -16,6 +16,7 @@ import inspect
 import os
 import time
 import traceback
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
@@ -24,7 +25,7 @@ import xxhash
 from . import runs as R
 from .capture import Capture
 from .config import get_config
-from .errors import SerializationError, TaskError
+from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .fingerprint import fingerprint
 from .environment import environment
 from .io import Artifact
@@ -337,12 +338,14 @@ def _execute(t: Task, args, kwargs, force: bool):
 
 
 def _lookup(store: Store, key: bytes):
-    raw = store.get_ref(R.k_cache(key))
-    return None if raw is None else _decode_hit(raw)
-
-
-def _decode_hit(raw: bytes):
-    return int.from_bytes(raw[:8], "big"), R.unpack_entry(raw[8:])
+    """The confirmed cache hit for ``key``, or None; a damaged entry is a miss (and a warning)."""
+    try:
+        raw = store.get_ref(R.k_cache(key))
+        return None if raw is None else R.cache_hit(store, key, raw)
+    except CorruptRef as e:
+        # Recomputing commits a fresh entry over the damaged one.
+        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=4)
+        return None
 
 
 def _hit(t: Task, store: Store, hit, cfg):
@@ -383,6 +386,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     _artifacts([v for k, v in dumped.items()], arts)
     parents = sorted({a.run_id for a in arts if a.run_id is not None})
     fields["parents"] = parents
+    fields["run_id"] = run_id  # records are self-describing: fsck --repair re-indexes them
+    if not t.cache:
+        fields["cache"] = False
     status, result, error, exc = "success", None, None, None
     capture = Capture()
     inputs_tree = Tree("inputs", ())
@@ -464,10 +470,10 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
         txn.put(R.k_edge_c(run_id, producer, art), b"")
         txn.put(R.k_edge_p(producer, run_id, art), b"")
     for oid in produced_ids:  # first producer wins: get_artifact(id) names it
-        if txn.get(R.k_produced(oid)) is None:
+        if R.get_or_damaged(txn, R.k_produced(oid)) is None:  # a damaged entry is replaced
             txn.put(R.k_produced(oid), R.rid8(run_id))
-    committed = txn.get(R.K_COMMITTED)
-    if committed is None or int.from_bytes(committed, "big") < run_id:
+    committed = R.committed(txn)
+    if committed < run_id:
         txn.put(R.K_COMMITTED, R.rid8(run_id))
 
 

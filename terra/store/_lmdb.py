@@ -257,6 +257,8 @@ class _Snapshot:
             self.txn.abort()
         finally:
             e.lock.release()
+        if isinstance(exc[1], lmdb.Error):  # a damaged page met while reading: a terra error
+            raise StoreError(f"store {self.backend.path} is damaged: {exc[1]}; run `terra fsck`") from exc[1]
         return False
 
 

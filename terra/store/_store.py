@@ -29,11 +29,14 @@ from ..objects import (
     split_payload,
 )
 from . import _framing
+from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
 
 __all__ = ["FORMAT_VERSION", "PutResult", "Store"]
 
-FORMAT_VERSION = 1
+# 2: every ref value carries a checksum (``_refs``); format-1 stores are migrated when opened writable.
+FORMAT_VERSION = 2
+_SEALED_SINCE = 2
 _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
@@ -107,19 +110,37 @@ class Store:
 
     def _check_format(self) -> None:
         with self.backend.refs() as refs:
-            fmt, algo = refs.get(_FORMAT_KEY), refs.get(_HASH_KEY)
-        if fmt is not None and int(fmt) > FORMAT_VERSION:
+            raw, algo = refs.get(_FORMAT_KEY), refs.get(_HASH_KEY)
+        try:
+            fmt = None if raw is None else int(raw)
+            algo = None if algo is None else bytes(algo).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise UnsupportedFormat(f"store format marker {bytes(raw or b'')!r} / hash {algo!r} is unreadable: "
+                                    "the store's meta entries are damaged") from None
+        if fmt is not None and fmt > FORMAT_VERSION:
             raise UnsupportedFormat(
-                f"store format {int(fmt)} is newer than this terra supports ({FORMAT_VERSION}); upgrade terra"
+                f"store format {fmt} is newer than this terra supports ({FORMAT_VERSION}); upgrade terra"
             )
-        if algo is not None and algo.decode() != HASH_ALGORITHM:
-            raise UnsupportedFormat(f"store hashes with {algo.decode()}, this terra with {HASH_ALGORITHM}")
-        if fmt is None and not getattr(self.backend, "_readonly", False):
-            def init(txn):
-                if txn.get(_FORMAT_KEY) is None:
-                    txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
-                    txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
-            self.backend.update_refs(init)
+        if algo is not None and algo != HASH_ALGORITHM:
+            raise UnsupportedFormat(f"store hashes with {algo}, this terra with {HASH_ALGORITHM}")
+        self._sealed = True
+        if fmt is not None and fmt >= _SEALED_SINCE:
+            return
+        if getattr(self.backend, "_readonly", False):
+            self._sealed = False  # an old store read as it is; opening it writable migrates it
+            return
+
+        def migrate(txn):
+            cur = txn.get(_FORMAT_KEY)
+            if cur is not None and int(cur) >= _SEALED_SINCE:
+                return False  # another process migrated it meanwhile
+            seal_all(txn)
+            txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
+            txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
+            return True
+        if self.backend.update_refs(migrate):
+            # Runs in progress and leases of the old format: seal them too (idempotent).
+            self.backend.update_state(seal_all)
 
     # -- writing --------------------------------------------------------------
 
@@ -255,16 +276,27 @@ class Store:
     # -- refs ---------------------------------------------------------------------
 
     def refs(self):
-        """A read-only snapshot of the ref key space."""
-        return self.backend.refs()
+        """A read-only snapshot of the ref key space (values verified, see ``_refs``)."""
+        return (SealedSnapshot if self._sealed else PlainSnapshot)(self.backend.refs())
 
     def get_ref(self, key: bytes) -> bytes | None:
-        """One ref's value (a fast path for the cache lookup)."""
+        """One ref's value (a fast path for the cache lookup).
+
+        Raises:
+            CorruptRef: the entry is damaged.
+        """
         fast = getattr(self.backend, "get_ref", None)
         if fast is not None:
-            return fast(key)
-        with self.backend.refs() as txn:
-            return txn.get(key)
+            raw = fast(key)
+        else:
+            with self.backend.refs() as txn:
+                raw = txn.get(key)
+        if raw is None or not self._sealed or key.startswith(b"meta/"):
+            return raw
+        return unseal(key, raw)
+
+    def _txn(self, txn):
+        return SealedTxn(txn) if self._sealed else PlainTxn(txn)
 
     def commit(self, objs: Iterable[Object | tuple[ObjectId, Object]], fn: Callable) -> Any:
         """Store new objects and run ``fn(txn)`` on the refs in one durable commit where possible.
@@ -273,7 +305,7 @@ class Store:
         visible together, at the cost of one sync.
         """
         framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
-        return self.backend.commit(framed, fn)
+        return self.backend.commit(framed, lambda txn: fn(self._txn(txn)))
 
     def deferred(self):
         """Within this context, object writes skip their sync; the next durable commit covers them."""
@@ -281,15 +313,15 @@ class Store:
 
     def state_refs(self):
         """A read snapshot of the short-lived state alone."""
-        return self.backend.state_refs()
+        return (SealedSnapshot if self._sealed else PlainSnapshot)(self.backend.state_refs())
 
     def update_state(self, fn: Callable) -> Any:
         """Run ``fn(txn)`` on the short-lived state (leases, runs in progress); no sync."""
-        return self.backend.update_state(fn)
+        return self.backend.update_state(lambda txn: fn(self._txn(txn)))
 
     def update_refs(self, fn: Callable, durable: bool = True) -> Any:
         """Run ``fn(txn)`` in one atomic write transaction over refs (durable unless told)."""
-        return self.backend.update_refs(fn, durable=durable)
+        return self.backend.update_refs(lambda txn: fn(self._txn(txn)), durable=durable)
 
     # -- helpers ------------------------------------------------------------------
 
