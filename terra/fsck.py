@@ -117,6 +117,7 @@ class _Scan:
     tags: dict = field(default_factory=dict)  # name -> rid
     committed: int | None = None
     damaged: list = field(default_factory=list)  # damaged ref keys
+    unreadable: bool = False  # LMDB's own pages are damaged: some objects could not be read
 
 
 def _read_objects(store: Store, rep: FsckReport, sc: _Scan, progress) -> None:
@@ -124,6 +125,7 @@ def _read_objects(store: Store, rep: FsckReport, sc: _Scan, progress) -> None:
         ids = [(key, size) for key, size, _ in store.backend.iter_ids(b"")]
     except StoreError as e:
         rep.index_problems.append(f"listing objects failed part way: {e}")
+        sc.unreadable = True
         ids = []
     sc.present = {key for key, _ in ids}
     for i in range(0, len(ids), 1024):
@@ -146,6 +148,7 @@ def _read_objects(store: Store, rep: FsckReport, sc: _Scan, progress) -> None:
                     if fields is not None:
                         sc.records[key] = fields
         except StoreError as e:  # a damaged page: note it, go on with the next batch
+            sc.unreadable = True
             rep.index_problems.append(f"objects {batch[0][0].hex()[:12]}..{batch[-1][0].hex()[:12]} "
                                       f"unreadable: {e}")
         if progress:
@@ -156,8 +159,15 @@ def _read_refs(store: Store, rep: FsckReport, sc: _Scan) -> None:
     """Parse every ref; an entry that fails its checksum or its format is damaged, the rest go on."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fsck reports them itself
-        with store.refs() as txn:
-            entries = list(txn.scan(b""))
+        entries, txn = [], None
+        try:
+            with store.refs() as txn:
+                for entry in txn.scan(b""):
+                    entries.append(entry)
+        except StoreError as e:  # LMDB's own pages: what was read so far is still checked
+            sc.unreadable = True
+            rep.index_problems.append(f"reading refs failed part way: {e}")
+        if txn is not None:
             sc.damaged.extend(txn.damaged)
     rep.refs = len(entries) + len(sc.damaged)
     for k, v in entries:
@@ -224,6 +234,11 @@ def fsck(store: Store | None = None, progress: Progress | None = None, repair: b
     store = store or _store()
     rep, sc = _check(store, progress)
     if not repair or rep.ok:
+        return rep
+    if sc.unreadable:
+        # Records may be among what could not be read: re-indexing now would drop good entries.
+        rep.index_problems.append("not repaired: the store file's own structure is damaged, so not every "
+                                  "record could be read; copy what loads to a new store")
         return rep
     changes = _repair(store, sc)
     after, _ = _check(store, progress)
@@ -426,7 +441,10 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
             bad_keys.append(ck)
             deletes.add(R.k_cache(ck))
             changes.append(f"cache entry {ck.hex()[:12]} (run {rid}) does not match its record: dropped")
-    for ck in bad_keys:
+    if any(k.startswith(b"cache/") for k in sc.damaged):
+        # A damaged key hides which entry it was: restore every entry missing for a cached run.
+        bad_keys += [ck for ck in newest if ck not in sc.cache]
+    for ck in dict.fromkeys(bad_keys):
         if ck in newest:
             rid, f = newest[ck]
             puts[R.k_cache(ck)] = R.rid8(rid) + R.pack_entry(f.get("output"))
@@ -448,12 +466,11 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
         if rid not in alive:
             deletes.add(R.k_produced(art))
             changes.append(f"produced entry {art.hex()[:12]} of missing run {rid} dropped")
-    for k in sc.damaged:
-        if k.startswith(b"produced/") and len(k) == 25:
-            rid = _first_producer(store, runs, sc, k[9:])
-            if rid is not None:
-                puts[k] = R.rid8(rid)
-                changes.append(f"produced entry {k[9:].hex()[:12]} rebuilt: run {rid}")
+    if any(k.startswith(b"produced/") for k in sc.damaged):
+        for art, rid in _first_producers(store, runs, sc).items():
+            if art not in sc.produced or sc.produced[art] not in alive:
+                puts[R.k_produced(art)] = R.rid8(rid)
+                changes.append(f"produced entry {art.hex()[:12]} rebuilt: run {rid}")
     done = [rid for rid, ref in runs.items() if ref.get("record")]
     if done and (sc.committed or 0) < max(done):
         puts[R.K_COMMITTED] = R.rid8(max(done))
@@ -480,25 +497,26 @@ def _confirmed_in(sc: _Scan, runs: dict, key: bytes, rid: int, raw: bytes) -> bo
             and bytes(fields.get("cache_key") or b"") == key and R.pack_entry(fields.get("output")) == raw[8:])
 
 
-def _first_producer(store: Store, runs: dict, sc: _Scan, art: bytes) -> int | None:
-    """The lowest successful run whose output contains ``art`` (what ``produced/`` records)."""
+def _first_producers(store: Store, runs: dict, sc: _Scan) -> dict[bytes, int]:
+    """Each artifact a successful run output, and the lowest run that did (what ``produced/`` holds)."""
     from .task import _artifacts
 
+    first: dict[bytes, int] = {}
     for rid in sorted(runs):
         f = sc.records.get(bytes(runs[rid].get("record") or b""))
         if not f or f.get("status") != "success":
             continue
         out = f.get("output")
-        if isinstance(out, ObjectId) and bytes(out) == art:
-            return rid
+        ids = {bytes(out)} if isinstance(out, ObjectId) else set()
         try:
             found: list = []
             _artifacts(R.output_view(store, out, rid), found)
-        except Exception:  # noqa: BLE001 - an unreadable output names nothing
-            continue
-        if any(bytes(a.__terra_ref__) == art for a in found):
-            return rid
-    return None
+            ids |= {bytes(a.__terra_ref__) for a in found}
+        except Exception:  # noqa: BLE001 - an unreadable output names only its root
+            pass
+        for art in ids:
+            first.setdefault(art, rid)
+    return first
 
 
 def _store() -> Store:

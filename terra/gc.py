@@ -30,7 +30,7 @@ from . import runs as R
 from ._walk import children
 from ._format import human_size as _size
 from .objects import ObjectId
-from .errors import StoreError
+from .errors import CorruptRef, StoreError
 from .store import Store
 
 __all__ = ["CompactStats", "DiskUsage", "GCStats", "StoreBusy", "TaskUsage", "compact", "du", "gc", "live_roots",
@@ -101,6 +101,9 @@ def live_roots(store: Store) -> set[ObjectId]:
             entry = R.unpack_entry(raw[8:])
             if isinstance(entry, ObjectId):
                 roots.add(entry)
+    if txn.damaged:  # a damaged run entry hides its record: collecting now could delete a live run
+        raise CorruptRef(f"{len(txn.damaged)} damaged refs; gc would not see every run: "
+                         "run `terra fsck --repair` first")
     return roots
 
 

@@ -106,17 +106,18 @@ def get_or_damaged(txn, key: bytes) -> bytes | None:
 
 
 def committed(txn) -> int:
-    """The highest run id committed durably; if its counter is damaged, the highest run entry's.
+    """The highest run id committed durably: its counter, or the highest run entry if higher.
 
-    Never lower than a run id in use, so a damaged counter cannot make run ids be handed out twice.
+    A damaged or lost counter must never make run ids be handed out twice, so the
+    last ``run/`` key (checksums unchecked: a damaged entry still holds its id) backs it up.
     """
     try:
         raw = txn.get(K_COMMITTED)
-        return int.from_bytes(raw, "big") if raw else 0
+        counter = int.from_bytes(raw, "big") if raw else 0
     except CorruptRef:
-        raw_txn = getattr(txn, "txn", txn)  # checksums unchecked: a damaged run entry still holds its id
-        last = next(iter(raw_txn.scan(b"run/", True)), None)
-        return int.from_bytes(last[0][4:12], "big") if last else 0
+        counter = 0
+    last = next(iter(getattr(txn, "txn", txn).scan(b"run/", True)), None)
+    return max(counter, int.from_bytes(last[0][4:12], "big") if last else 0)
 
 
 def status_byte(status: str) -> bytes:

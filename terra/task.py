@@ -460,6 +460,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
     status = fields["status"]
+    committed = R.committed(txn)  # before this run's entry, which it also looks at
     ref = {"status": status, "task": t.name, "identity": t.identity, "start_time": fields["start_time"],
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))
@@ -472,7 +473,6 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
     for oid in produced_ids:  # first producer wins: get_artifact(id) names it
         if R.get_or_damaged(txn, R.k_produced(oid)) is None:  # a damaged entry is replaced
             txn.put(R.k_produced(oid), R.rid8(run_id))
-    committed = R.committed(txn)
     if committed < run_id:
         txn.put(R.K_COMMITTED, R.rid8(run_id))
 
