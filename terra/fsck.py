@@ -35,7 +35,7 @@ from .errors import StoreError
 from .gc import Progress
 from .objects import ObjectId, Run, decode, digest, references
 from .store import Store, _framing
-from .store._refs import describe
+from .store._refs import describe, seal
 
 __all__ = ["FsckReport", "fsck"]
 
@@ -118,6 +118,7 @@ class _Scan:
     committed: int | None = None
     damaged: list = field(default_factory=list)  # damaged ref keys
     unreadable: bool = False  # LMDB's own pages are damaged: some objects could not be read
+    disordered: bool = False  # ref keys out of order: lookups by key may miss entries
 
 
 def _read_objects(store: Store, rep: FsckReport, sc: _Scan, progress) -> None:
@@ -170,6 +171,10 @@ def _read_refs(store: Store, rep: FsckReport, sc: _Scan) -> None:
         if txn is not None:
             sc.damaged.extend(txn.damaged)
     rep.refs = len(entries) + len(sc.damaged)
+    if any(a[0] >= b[0] for a, b in zip(entries, entries[1:])):
+        sc.disordered = True
+        rep.index_problems.append("ref keys are out of order (a key damaged in place): lookups may miss "
+                                  "entries; `terra fsck --repair` re-inserts them")
     for k, v in entries:
         try:
             _parse(sc, k, v)
@@ -480,12 +485,19 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
             changes.append(f"tag {name!r} names missing run {rid}: left for you to remove (terra untag)")
 
     def apply(txn):
+        if sc.disordered and hasattr(txn.txn, "clear"):
+            keep = {k: v for k, v in txn.scan_raw(b"") if k not in deletes}
+            keep.update((k, seal(k, v)) for k, v in puts.items())
+            txn.rewrite(keep.items())
+            return
         for k in deletes - set(puts):
-            txn.delete(k)
+            txn.delete_damaged(k)
         for k, v in puts.items():
             txn.put(k, v)
 
-    if puts or deletes:
+    if sc.disordered:
+        changes.append("ref keys re-inserted in order")
+    if puts or deletes or sc.disordered:
         store.update_refs(apply)
     return changes
 

@@ -296,6 +296,18 @@ class _RefTxn:
     def delete(self, key):
         return self.txn.delete(key, db=self.db)
 
+    def clear(self):
+        """Delete every entry by position: a damaged key order cannot hide one from this."""
+        self.txn.drop(self.db, delete=False)
+
+    def delete_exact(self, key):
+        """Delete ``key`` found by walking the cursor, not by searching: a damaged key may sit out of order."""
+        cur = self.txn.cursor(db=self.db)
+        for k in cur.iternext(values=False):
+            if bytes(k) == key:
+                return cur.delete()
+        return False
+
     def scan(self, prefix, reverse=False):
         cur = self.txn.cursor(db=self.db)
         if not reverse:

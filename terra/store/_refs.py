@@ -111,6 +111,11 @@ class SealedTxn:
     def delete(self, key: bytes) -> bool:
         return self.txn.delete(key)
 
+    def delete_damaged(self, key: bytes) -> bool:
+        """Delete an entry seen by a scan even if its key is out of order (a damaged key)."""
+        exact = getattr(self.txn, "delete_exact", None)
+        return bool(self.txn.delete(key) or (exact is not None and exact(key)))
+
     def scan(self, prefix: bytes, reverse: bool = False):
         for k, raw in self.txn.scan(prefix, reverse):
             if k.startswith(b"meta/"):
@@ -120,6 +125,16 @@ class SealedTxn:
             else:
                 self.damaged.append(k)
                 _warn(k)
+
+    def rewrite(self, items) -> None:
+        """Replace every entry with ``items`` (stored form), re-inserted in key order.
+
+        For a repair after a key was damaged in place: LMDB finds keys by binary
+        search, so one key out of order can hide its neighbours from lookups.
+        """
+        self.txn.clear()
+        for k, v in sorted(items):
+            self.txn.put(k, v)
 
     def scan_raw(self, prefix: bytes = b""):
         """Every entry as stored, checksums unchecked (for fsck and repair)."""
