@@ -347,13 +347,16 @@ def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
     return rep, sc
 
 
-def _confirmed(sc: _Scan, key: bytes, rid: int, raw: bytes) -> bool:
-    """Whether a cache entry agrees with the verified record of the run it names."""
-    ref = sc.runs.get(rid) or {}
-    fields = sc.records.get(bytes(ref.get("record") or b""))
+def _confirmed(sc: _Scan, key: bytes, rid: int, raw: bytes, runs: dict | None = None) -> bool:
+    """Whether a cache entry agrees with the verified record of the run it names (and its run entry)."""
+    ref = (sc.runs if runs is None else runs).get(rid) or {}
+    rec = bytes(ref.get("record") or b"")
+    fields = sc.records.get(rec)
+    d = R.unpack(raw[8:])
     return (fields is not None and ref.get("status") == "success" and fields.get("status") == "success"
             and fields.get("run_id", rid) == rid and bytes(fields.get("cache_key") or b"") == key
-            and R.pack_entry(fields.get("output")) == raw[8:])
+            and bytes(d.get("r") or rec) == rec
+            and R.pack_entry(fields.get("output")) == R.pack_entry(R.unpack_entry(raw[8:])))
 
 
 def _known(sc: _Scan) -> set[int]:
@@ -442,7 +445,7 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
                 newest[ck] = (rid, f)
     bad_keys = [k[6:] for k in sc.damaged if k.startswith(b"cache/") and len(k) == 22]
     for ck, (rid, raw) in sc.cache.items():
-        if rid not in runs or not _confirmed_in(sc, runs, ck, rid, raw):
+        if rid not in runs or not _confirmed(sc, ck, rid, raw, runs):
             bad_keys.append(ck)
             deletes.add(R.k_cache(ck))
             changes.append(f"cache entry {ck.hex()[:12]} (run {rid}) does not match its record: dropped")
@@ -452,7 +455,7 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
     for ck in dict.fromkeys(bad_keys):
         if ck in newest:
             rid, f = newest[ck]
-            puts[R.k_cache(ck)] = R.rid8(rid) + R.pack_entry(f.get("output"))
+            puts[R.k_cache(ck)] = R.rid8(rid) + R.pack_entry(f.get("output"), runs[rid]["record"])
             changes.append(f"cache entry {ck.hex()[:12]} rebuilt from run {rid}")
     # Edges: both copies must exist and name existing runs.
     edges = sc.edges
@@ -500,13 +503,6 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
     if puts or deletes or sc.disordered:
         store.update_refs(apply)
     return changes
-
-
-def _confirmed_in(sc: _Scan, runs: dict, key: bytes, rid: int, raw: bytes) -> bool:
-    ref = runs.get(rid) or {}
-    fields = sc.records.get(bytes(ref.get("record") or b""))
-    return (fields is not None and fields.get("status") == "success" and fields.get("run_id", rid) == rid
-            and bytes(fields.get("cache_key") or b"") == key and R.pack_entry(fields.get("output")) == raw[8:])
 
 
 def _first_producers(store: Store, runs: dict, sc: _Scan) -> dict[bytes, int]:

@@ -158,11 +158,16 @@ def is_inline(value) -> bool:
     return False
 
 
-def pack_entry(entry) -> bytes:
-    """A record entry (inline value or ObjectId) as msgpack bytes for an index."""
-    if isinstance(entry, ObjectId):
-        return pack({"id": bytes(entry)})
-    return pack({"v": entry})
+def pack_entry(entry, record: bytes | None = None) -> bytes:
+    """A record entry (inline value or ObjectId) as msgpack bytes for an index.
+
+    ``record``: the id of the run record that holds it (cache entries), so a hit
+    is confirmed against that record in one read.
+    """
+    d = {"id": bytes(entry)} if isinstance(entry, ObjectId) else {"v": entry}
+    if record is not None:
+        d["r"] = bytes(record)
+    return pack(d)
 
 
 def unpack_entry(b: bytes):
@@ -220,10 +225,11 @@ def record_of(store: Store, run_id: int, ref: dict) -> Run:
 def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
     """The run id and output entry of a cache entry, confirmed by that run's verified record.
 
-    The output comes from the record, not from the entry; the entry must name
-    a successful run whose record has this cache key and this output.
+    The output comes from the record, not from the entry; the record (named by
+    the entry, or by the run's entry for caches written before records were
+    named) must be this run's, successful, with this cache key and this output.
     Confirmations are remembered per store for the exact entry bytes, so a
-    repeated hit costs one get and one dict lookup.
+    repeated hit costs one get and one dict lookup; a first hit one record read.
 
     Raises:
         CorruptRef: the entry does not match the record it names (or either is unreadable).
@@ -235,11 +241,11 @@ def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
         return hit
     rid = int.from_bytes(raw[:8], "big")
     try:
-        ref = run_ref(store, rid)
-        fields = record_of(store, rid, ref).fields if ref.get("record") else {}
-        ok = (ref.get("status") == "success" and fields.get("status") == "success"
-              and bytes(fields.get("cache_key") or b"") == bytes(key)
-              and len(raw) > 8 and pack_entry(fields.get("output")) == bytes(raw[8:]))
+        d = unpack(raw[8:])
+        rec = d.get("r") or run_ref(store, rid).get("record")
+        fields = record_of(store, rid, {"record": rec}).fields if rec else {}
+        ok = (fields.get("status") == "success" and bytes(fields.get("cache_key") or b"") == bytes(key)
+              and pack_entry(fields.get("output")) == pack_entry(unpack_entry(raw[8:])))
     except Exception as e:  # noqa: BLE001 - whatever fails, the hit is not confirmed
         raise CorruptRef(f"cache entry {bytes(key).hex()} (run {rid}) cannot be confirmed: {e}") from None
     if not ok:

@@ -466,7 +466,7 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte(status))
     if status == "success" and t.cache:
-        txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output))
+        txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output, rec_id))
     for producer, art in edges:
         txn.put(R.k_edge_c(run_id, producer, art), b"")
         txn.put(R.k_edge_p(producer, run_id, art), b"")

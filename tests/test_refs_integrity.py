@@ -288,7 +288,7 @@ def _flip_ref(path: str, kind: str, where: str, rnd: random.Random) -> str:
         with env.begin(write=True, db=db) as txn:
             if where == "value":
                 if kind == "cache":  # the issue's case: flip the inline 6007 into 6006
-                    bit = (len(v) - 9) * 8
+                    bit = (v.index((6007).to_bytes(2, "big")) + 1) * 8
                 else:
                     bit = rnd.randrange(len(v) * 8)
                 nv = bytearray(v)
@@ -399,10 +399,16 @@ def test_cache_entry_naming_another_run_is_not_served(answers, store):
 
     other(6006)  # run 2: its record has another cache key
     k, v = _cache_entry_of(store, 1)
-    store.update_refs(lambda txn: txn.put(k, R.rid8(2) + R.pack_entry(6006)))
-    with pytest.warns(DamagedRefWarning):
-        rid, val = answer(6, return_run_id=True)
-    assert val == 6007 and rid == 3 and calls == [6, 6]
+    with store.refs() as txn:
+        rec2 = R.decode_run_ref(2, txn.get(R.k_run(2)))["record"]
+    for forged in (R.rid8(2) + R.pack_entry(6006),  # another run's id
+                   R.rid8(1) + R.pack_entry(6006, rec2)):  # this run's id, another run's record
+        store.update_refs(lambda txn, forged=forged: txn.put(k, forged))
+        with pytest.warns(DamagedRefWarning):
+            rid, val = answer(6, return_run_id=True)
+        assert val == 6007 and rid not in (1, 2)
+        k, _ = _cache_entry_of(store, rid)
+    assert calls == [6, 6, 6]
 
 
 def _cache_entry_of(store, rid):
@@ -497,6 +503,10 @@ def test_old_store_without_checksums_is_migrated_on_open(pristine, tmp_path):
             f.pop("run_id"); f.pop("cache", None)
             ref["record"] = bytes(s.put(Run(f)).id)
             s.update_refs(lambda txn, k=k, ref=ref: txn.put(k, R.pack(ref)))
+        with s.refs() as txn:  # cache entries did not name their record either
+            cache = list(txn.scan(b"cache/"))
+        for k, v in cache:
+            s.update_refs(lambda txn, k=k, v=v: txn.put(k, v[:8] + R.pack_entry(R.unpack_entry(v[8:]))))
     ''')
     subprocess.run([sys.executable, "-c", script, os.path.join(path, "objects.lmdb")], check=True,
                    env=pristine["env"])
@@ -524,36 +534,54 @@ def test_seal_covers_key_and_boundary():
 # -- random single-byte flips anywhere in data.mdb -------------------------------------------
 
 
-def _occupied(data: str, psize: int = 4096) -> list[tuple[int, int]]:
-    """Byte ranges of ``data.mdb`` that hold something: LMDB page headers, pointers, nodes, meta.
+def _regions(data: str, psize: int = 4096) -> tuple[list, list]:
+    """Byte ranges of ``data.mdb``: (data, structure).
 
-    Leaf and branch pages fill from both ends (``mp_lower``/``mp_upper`` in the
-    header); the gap between is unused, so flips there prove nothing.
+    Data: keys and values in leaf nodes and overflow payloads, which LMDB treats
+    as opaque bytes (terra must defend those). Structure: meta pages, page
+    headers, node pointer arrays, node headers, sub-database records and branch
+    nodes, which liblmdb trusts: a flip there may crash liblmdb itself (SIGBUS,
+    assertion), where no caller can catch it. Free space inside pages is neither.
     """
     import struct
 
     with open(data, "rb") as f:
         buf = f.read()
-    ranges, pg = [], 0
+    dat, struc, pg = [], [], 0
     while (pg + 1) * psize <= len(buf):
         base = pg * psize
         flags, lower, upper = struct.unpack_from("<HHH", buf, base + 10)
-        if flags & 0x08:  # meta: header + MDB_meta
-            ranges.append((base, base + 16 + 136))
+        if flags & 0x08:  # meta page: header + MDB_meta
+            struc.append((base, base + 16 + 136))
         elif flags & 0x04:  # overflow: lower/upper hold the page count
             n = max(1, lower | (upper << 16))
-            ranges.append((base, min(base + n * psize, len(buf))))
+            struc.append((base, base + 16))
+            dat.append((base + 16, min(base + n * psize, len(buf))))
             pg += n
             continue
         elif flags & 0x03 and 16 <= lower <= upper <= psize:
-            ranges += [(base, base + lower), (base + upper, base + psize)]
+            struc.append((base, base + lower))  # header and node pointers
+            for i in range((lower - 16) // 2):
+                node = base + struct.unpack_from("<H", buf, base + 16 + 2 * i)[0]
+                lo, hi, nflags, ksize = struct.unpack_from("<HHHH", buf, node)
+                struc.append((node, node + 8))
+                if flags & 0x01 or nflags & 0x02:  # branch node, or a sub-database record
+                    struc.append((node + 8, node + 8 + ksize + (0 if flags & 0x01 else lo | hi << 16)))
+                    continue
+                dat.append((node + 8, node + 8 + ksize))
+                size = 8 if nflags & 0x01 else lo | hi << 16  # F_BIGDATA: an overflow page number
+                (struc if nflags & 0x01 else dat).append((node + 8 + ksize, node + 8 + ksize + size))
         pg += 1
-    return ranges
+    return [r for r in dat if r[1] > r[0]], [r for r in struc if r[1] > r[0]]
 
 
-def _random_flips(pristine, tmp_path, trials: int, seed: int) -> dict:
+def _in(off: int, ranges) -> bool:
+    return any(a <= off < b for a, b in ranges)
+
+
+def _random_flips(pristine, tmp_path, trials: int, seed: int, structure: bool) -> dict:
     rnd = random.Random(seed)
-    tally = {"trials": trials, "no_effect": 0, "found_by_fsck": 0, "terra_errors": 0, "refused_to_open": 0,
+    tally = {"trials": trials, "structure_flips": 0, "signals_in_structure": [], "no_effect": 0, "found_by_fsck": 0, "terra_errors": 0, "refused_to_open": 0,
              "wrong": [], "raw": [], "signals": [], "hangs": 0, "repaired_clean": 0,
              "objects_damaged": 0, "other_after_repair": [], "incomplete_before_repair": 0,
              "incomplete_after_repair": 0}
@@ -562,7 +590,8 @@ def _random_flips(pristine, tmp_path, trials: int, seed: int) -> dict:
         for n in range(start, min(start + 40, trials)):
             path = _copy(pristine, tmp_path / f"r{n}")
             data = os.path.join(path, "objects.lmdb", "data.mdb")
-            ranges = _occupied(data)
+            dat, struc = _regions(data)
+            ranges = dat + struc if structure else dat
             a, b = rnd.choices(ranges, weights=[e - s for s, e in ranges])[0]
             off = rnd.randrange(a, b)
             with open(data, "r+b") as f:
@@ -571,12 +600,14 @@ def _random_flips(pristine, tmp_path, trials: int, seed: int) -> dict:
                 f.seek(off)
                 f.write(bytes([b ^ rnd.randrange(1, 256)]))
             paths.append(path)
-            offsets.append(off)
-        for off, res in zip(offsets, _run_checks(paths, pristine["mod"], "check,repair", pristine["env"])):
+            offsets.append((off, _in(off, struc)))
+            tally["structure_flips"] += _in(off, struc)
+        for (off, in_struc), res in zip(offsets, _run_checks(paths, pristine["mod"], "check,repair",
+                                                             pristine["env"])):
             if "hang" in res:
                 tally["hangs"] += 1
             elif "signal" in res:
-                tally["signals"].append((off, res["signal"]))
+                tally["signals_in_structure" if in_struc else "signals"].append((off, res["signal"]))
             elif "crash" in res:
                 tally["raw"].append((off, res["crash"][-300:]))
             else:
@@ -618,13 +649,15 @@ def _assert_flips(tally):
 
 
 def test_random_byte_flips_in_data_mdb(pristine, tmp_path):
-    _assert_flips(_random_flips(pristine, tmp_path, trials=16, seed=1))
+    # Data bytes only in CI: liblmdb itself may crash on its own structure (counted by the soak run).
+    _assert_flips(_random_flips(pristine, tmp_path, trials=16, seed=1, structure=False))
 
 
 @pytest.mark.soak
 def test_random_byte_flips_in_data_mdb_soak(pristine, tmp_path):
+    # LMDB's structure included: crashes inside liblmdb there are counted and reported, not asserted.
     _assert_flips(_random_flips(pristine, tmp_path, trials=int(os.environ.get("TERRA_FLIP_TRIALS", "300")),
-                                seed=int(os.environ.get("TERRA_FLIP_SEED", "2"))))
+                                seed=int(os.environ.get("TERRA_FLIP_SEED", "2")), structure=True))
 
 
 def test_gc_refuses_while_a_run_entry_is_damaged(iris, store, tmp_path):

@@ -638,7 +638,8 @@ class LMDBBackend(Backend):
                     continue
                 if older_than is not None:
                     t = txn.get(key, db=e.times)
-                    if t is not None and _TIME.unpack(t)[0] >= older_than:
+                    # A damaged time counts as now: kept, never collected by mistake.
+                    if t is not None and (len(t) != 8 or _TIME.unpack(t)[0] >= older_than):
                         continue
                 size += len(v)
                 txn.delete(key, db=e.objects)
@@ -670,7 +671,8 @@ class LMDBBackend(Backend):
                     if skip and k == start:
                         continue
                     t = tcur.get(k)
-                    batch.append((k, len(v), _TIME.unpack(t)[0] if t else 0.0))
+                    when = _TIME.unpack(t)[0] if t and len(t) == 8 else (time.time() if t else 0.0)
+                    batch.append((k, len(v), when))  # a damaged time counts as now
                     if len(batch) >= 4096:
                         break
             yield from batch
