@@ -37,6 +37,20 @@ def hash(value) -> str:  # noqa: A001 - mirrors `git hash-object`
     return hash_value(value).hex()
 
 
+def push(runs=None, remote: str | None = None, **options):
+    """Upload runs with their ancestry to a remote (see :func:`terra.remote.push`)."""
+    from .remote import push as _push
+
+    return _push(runs, remote, **options)
+
+
+def pull(runs=None, remote: str | None = None, **options):
+    """Fetch runs with their ancestry from a remote (see :func:`terra.remote.pull`)."""
+    from .remote import pull as _pull
+
+    return _pull(runs, remote, **options)
+
+
 def register_codec(type_, encode, decode, name: str) -> None:
     """Store values of ``type_`` with ``encode(obj) -> bytes`` / ``decode(bytes) -> obj``."""
     from .serialize import register_codec as _register
@@ -71,6 +85,8 @@ __all__ = [
     "load",
     "out",
     "provenance",
+    "pull",
+    "push",
     "register_codec",
     "rm",
     "select_runs",

@@ -179,6 +179,8 @@ def _table(title: str | None, columns, rows):
     return t
 
 
+_NO_STORE_NEEDED = frozenset({"notify", "clone"})
+
 # -- the group -------------------------------------------------------------------------
 
 
@@ -186,12 +188,13 @@ def _table(title: str | None, columns, rows):
 @click.option("--store", "store_path", metavar="PATH", type=click.Path(file_okay=False),
               help="Storage directory (default: TERRA_STORAGE_DIR, TERRA_CONFIG_PATH, or ~/.terra).")
 @click.version_option(terra.__version__, prog_name="terra")
-def cli(store_path):
+@click.pass_context
+def cli(ctx, store_path):
     """Find, trace and clean up terra runs and artifacts."""
     if store_path:
         terra.configure(storage_dir=store_path)
     path = terra.get_config().store_path
-    if not os.path.isdir(os.path.join(path, "objects.lmdb")):
+    if ctx.invoked_subcommand not in _NO_STORE_NEEDED and not os.path.isdir(os.path.join(path, "objects.lmdb")):
         raise NotFound(f"no terra store at {path} (use --store PATH or set TERRA_STORAGE_DIR)")
 
 
@@ -540,6 +543,24 @@ def du_cmd(as_json):
                   f"unreachable: {_fmt_size(u.garbage_bytes)}")
     console.print(f"dedup ratio: {u.dedup_ratio:.2f}x ({_fmt_size(u.logical_bytes)} if every run "
                   "stored its own copy)")
+
+
+@cli.group("notify")
+def notify_group():
+    """Slack notifications."""
+
+
+@notify_group.command("test")
+def notify_test_cmd():
+    """Send a test message to the configured Slack channel; report success or Slack's error."""
+    from .notify import send_test
+
+    click.echo(send_test())
+
+
+from .remote.cli import register as _register_remote  # noqa: E402 - remote, push, pull, clone
+
+_register_remote(cli)
 
 
 def main(argv=None) -> None:

@@ -1,8 +1,9 @@
 """Where the store lives and how terra behaves, from a JSON file and the environment.
 
 ``TERRA_CONFIG_PATH`` names a ``terra_config.json`` with keys ``storage_dir``,
-``notify``, ``slack_web_client_id``, ``slack_channel``, ``allow_pickle`` and
-``quiet``. ``TERRA_STORAGE_DIR`` overrides the storage dir. With nothing set
+``notify``, ``slack_web_client_id``, ``slack_channel``, ``slack_base_url``,
+``notify_min_seconds``, ``notify_timeout``, ``allow_pickle``, ``quiet`` and
+``lease_seconds``. ``TERRA_STORAGE_DIR`` overrides the storage dir. With nothing set
 the store lives in ``~/.terra``. :func:`configure` changes settings at run time.
 """
 
@@ -26,9 +27,12 @@ class Config:
     """terra's settings."""
 
     storage_dir: str = os.path.join("~", ".terra")
-    notify: bool = False
+    notify: bool | str = False  # True, False or "failure" (only failed runs)
     slack_web_client_id: str | None = None
     slack_channel: str | None = None
+    slack_base_url: str | None = None  # another Slack Web API endpoint (a proxy, a test server)
+    notify_min_seconds: float = 60.0  # runs shorter than this send nothing
+    notify_timeout: float = 3.0  # seconds a message may take, and the most exit waits for them
     allow_pickle: bool = True
     quiet: bool = False
     lease_seconds: float = 30.0
@@ -78,7 +82,13 @@ def _make(base: Config, values: dict) -> Config:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     for k, v in values.items():
         want = known[k].type
-        if "bool" in str(want) and not isinstance(v, bool):
+        if k == "notify":
+            if v not in (True, False, "failure"):
+                raise ConfigError(f"config notify must be true, false or \"failure\", got {v!r}")
+        elif k in ("notify_min_seconds", "notify_timeout"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"config {k} must be a number of seconds >= 0, got {v!r}")
+        elif "bool" in str(want) and not isinstance(v, bool):
             raise ConfigError(f"config {k} must be true or false, got {v!r}")
         if k == "storage_dir" and not isinstance(v, (str, os.PathLike)):
             raise ConfigError(f"config storage_dir must be a path, got {v!r}")

@@ -14,6 +14,7 @@ __all__ = [
     "DamagedRefWarning",
     "LeaseTimeout",
     "NotFound",
+    "NotifyError",
     "PickleRefused",
     "SerializationError",
     "StoreError",
@@ -81,3 +82,7 @@ class TaskError(TerraError, ValueError):
 
 class LeaseTimeout(TerraError, TimeoutError):
     """Waiting for another process computing the same call took too long."""
+
+
+class NotifyError(TerraError):
+    """A notification could not be sent (only raised by an explicit test send)."""

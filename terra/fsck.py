@@ -14,9 +14,9 @@ holder dead) are listed as interrupted: an expected outcome, not damage.
 ``repair=True`` (``terra fsck --repair``) rebuilds the indexes from the
 verified records and reports each change; it never deletes a record or an
 object, only damaged or dangling index entries. Records are found by their
-kind while every object is read anyway, and name their run (``run_id``,
-written since refs carry checksums; older records are matched through their
-intact ``run/`` entry). A record is re-indexed only for a run the indexes
+kind while every object is read anyway, and name their run: a run made here
+in its ``origin``, a pulled one through the ``record/`` index; a record older
+than both is matched through its intact ``run/`` entry. A record is re-indexed only for a run the indexes
 still know of (an intact or damaged ``run/`` key, or a task, cache, edge,
 produced or tag entry naming it): a run removed with ``terra rm`` leaves its
 record until gc and must not come back. Cache entries are rebuilt only under
@@ -115,6 +115,8 @@ class _Scan:
     edges: dict = field(default_factory=dict)  # prefix -> set of keys
     produced: dict = field(default_factory=dict)  # artifact -> rid
     tags: dict = field(default_factory=dict)  # name -> rid
+    record_rid: dict = field(default_factory=dict)  # record id -> rid (the record/ index)
+    uuid: str | None = None
     committed: int | None = None
     damaged: list = field(default_factory=list)  # damaged ref keys
     unreadable: bool = False  # LMDB's own pages are damaged: some objects could not be read
@@ -209,6 +211,10 @@ def _parse(sc: _Scan, k: bytes, v: bytes) -> None:
         if len(k) != 25:
             raise ValueError("bad produced entry")
         sc.produced[k[9:]] = _rid(v)
+    elif k.startswith(b"record/"):
+        if len(k) != 23:
+            raise ValueError("bad record entry")
+        sc.record_rid[k[7:]] = _rid(v)
     elif k.startswith(b"tag/"):
         sc.tags[k[4:].decode()] = _rid(v)
     elif k == R.K_COMMITTED:
@@ -218,8 +224,7 @@ def _parse(sc: _Scan, k: bytes, v: bytes) -> None:
     elif k.startswith(b"lease/"):
         if not isinstance(R.unpack(v), dict):
             raise ValueError("bad lease")
-    elif not k.startswith(b"meta/"):
-        raise ValueError("unknown ref")
+    # Other kinds (meta/, remote/...) need only their checksum, already verified.
 
 
 def fsck(store: Store | None = None, progress: Progress | None = None, repair: bool = False) -> FsckReport:
@@ -254,6 +259,7 @@ def fsck(store: Store | None = None, progress: Progress | None = None, repair: b
 def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
     t0 = time.time()
     rep, sc = FsckReport(), _Scan()
+    sc.uuid = store.uuid
     _read_objects(store, rep, sc, progress)
     _read_refs(store, rep, sc)
     missing: set[bytes] = set()
@@ -285,7 +291,7 @@ def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
         if rec:
             damage(rid, bytes(rec))
             fields = sc.records.get(bytes(rec))
-            if fields is not None and (fields.get("run_id", rid) != rid
+            if fields is not None and (_rid_of(sc, bytes(rec), fields) not in (rid, None)
                                        or fields.get("status") != ref.get("status")
                                        or fields.get("identity") != ref.get("identity")):
                 problems.append(f"run {rid}: its entry disagrees with record {bytes(rec).hex()[:12]} "
@@ -354,7 +360,7 @@ def _confirmed(sc: _Scan, key: bytes, rid: int, raw: bytes, runs: dict | None = 
     fields = sc.records.get(rec)
     d = R.unpack(raw[8:])
     return (fields is not None and ref.get("status") == "success" and fields.get("status") == "success"
-            and fields.get("run_id", rid) == rid and bytes(fields.get("cache_key") or b"") == key
+            and _rid_of(sc, rec, fields) in (rid, None) and bytes(fields.get("cache_key") or b"") == key
             and bytes(d.get("r") or rec) == rec
             and R.pack_entry(fields.get("output")) == R.pack_entry(R.unpack_entry(raw[8:])))
 
@@ -374,21 +380,29 @@ def _known(sc: _Scan) -> set[int]:
     return known
 
 
+def _rid_of(sc: _Scan, rec: bytes, fields: dict) -> int | None:
+    """The local run a verified record belongs to: its origin if made here, else the record/ index."""
+    origin = fields.get("origin")
+    if isinstance(origin, (list, tuple)) and len(origin) == 2 and origin[0] == sc.uuid:
+        return origin[1] if isinstance(origin[1], int) else -1
+    return sc.record_rid.get(rec)
+
+
 def _record_of(sc: _Scan, rid: int) -> tuple[bytes, dict] | None:
-    """The verified record of run ``rid``: one naming it, else the one its intact entry names."""
+    """The verified record of run ``rid``: the one its intact entry names, else the one naming it."""
     if not hasattr(sc, "_by_rid"):
-        by = {}
+        by: dict[int, list] = {}
         for oid, f in sc.records.items():
-            r = f.get("run_id")
-            if isinstance(r, int) and not isinstance(r, bool) and f.get("status") in R.STATUSES:
+            r = _rid_of(sc, oid, f)
+            if isinstance(r, int) and f.get("status") in R.STATUSES:
                 by.setdefault(r, []).append((oid, f))
         sc._by_rid = by
-    found = sc._by_rid.get(rid, [])
     ref = sc.runs.get(rid)
     if ref and ref.get("record"):
         rec = bytes(ref["record"])
-        if rec in sc.records and sc.records[rec].get("run_id", rid) == rid:
+        if rec in sc.records and _rid_of(sc, rec, sc.records[rec]) in (rid, None):
             return rec, sc.records[rec]
+    found = sc._by_rid.get(rid, [])
     return found[0] if len(found) == 1 else None
 
 
@@ -420,6 +434,9 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
         if ref is None or any(ref.get(x) != want[x] for x in ("status", "identity", "record")):
             puts[R.k_run(rid)] = R.pack(want)
             changes.append(f"run {rid}: entry rebuilt from record {rec.hex()[:12]}")
+        if sc.record_rid.get(rec) != rid:
+            puts[R.k_record(rec)] = R.rid8(rid)
+            changes.append(f"run {rid}: record index entry rebuilt")
         tk = R.k_task(f.get("identity") or "", rid)
         old = sc.tasks.get(rid)
         if old is None or old[0] != tk or old[2] != want["status"]:

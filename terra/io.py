@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import html
 
+from .errors import NotFound
 from .objects import ObjectId
 from ._format import human_size as _size
 from .session import store_at
 
 __all__ = ["Artifact"]
+
+
+_UNRESOLVED = object()
 
 
 class Artifact:
@@ -18,7 +22,7 @@ class Artifact:
     produced it, and its id is used in the cache key as is (never re-hashed).
     """
 
-    __slots__ = ("_oid", "run_id", "_root", "_summary")
+    __slots__ = ("_oid", "_run_id", "_record", "_root", "_summary")
 
     def __init__(self, oid: ObjectId, run_id: int | None = None, root: str | None = None):
         if root is None:
@@ -26,7 +30,8 @@ class Artifact:
 
             root = current_store().root
         self._oid = ObjectId(oid)
-        self.run_id = run_id
+        self._run_id = run_id
+        self._record: bytes | None = None
         self._root = root
         self._summary: dict | None = None
 
@@ -40,15 +45,29 @@ class Artifact:
         return self._oid
 
     @property
+    def run_id(self) -> int | None:
+        """The local run id of the run that produced the value (None if unknown here)."""
+        if self._run_id is _UNRESOLVED:
+            from .runs import run_of_record
+
+            with self.store.refs() as txn:
+                self._run_id = run_of_record(txn, self._record)
+        return self._run_id
+
+    @property
     def store(self):
-        """The store holding the value."""
+        """The store holding the value (the current store for an unpickled Artifact)."""
+        if self._root is None:
+            from .session import current_store
+
+            return current_store()
         return store_at(self._root)
 
     def load(self):
         """The value; a fresh, independent copy on every call."""
         from .serialize import load_value
 
-        return load_value(self.store, self._oid)
+        return self._read(load_value)
 
     @property
     def summary(self) -> dict:
@@ -56,15 +75,26 @@ class Artifact:
         if self._summary is None:
             from .serialize import summarize
 
-            self._summary = summarize(self.store, self._oid)
+            self._summary = self._read(summarize)
         return self._summary
 
     def save_png(self, path: str) -> None:
         """Write a stored matplotlib figure as PNG to ``path``."""
         from .serialize import figure_png
 
+        png = self._read(figure_png)
         with open(path, "wb") as f:
-            f.write(figure_png(self.store, self._oid))
+            f.write(png)
+
+    def _read(self, fn):
+        store = self.store
+        try:
+            return fn(store, self._oid)
+        except NotFound:
+            # Pulled with --records-only: fetch what is missing (verified) from the default remote.
+            if not _fetch_missing(store, self._oid):
+                raise
+            return fn(store, self._oid)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Artifact) and other._oid == self._oid
@@ -72,8 +102,22 @@ class Artifact:
     def __hash__(self) -> int:
         return hash(self._oid)
 
+    def __copy__(self):
+        return self  # an immutable handle: a copy must keep its store, which a pickle leaves behind
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __reduce__(self):
-        return (Artifact, (bytes(self._oid), self.run_id, self._root))
+        # No local path, no local run id: the value's id and its producer's record id mean
+        # the same in every store, so the Artifact can travel to a worker or a colleague.
+        record = self._record
+        if record is None and self._run_id not in (None, _UNRESOLVED):
+            from .runs import record_of
+
+            with self.store.refs() as txn:
+                record = record_of(txn, self._run_id)
+        return (_unpickle, (bytes(self._oid), None if record is None else bytes(record)))
 
     def _describe(self) -> str:
         try:
@@ -97,3 +141,22 @@ class Artifact:
         run = f" from run {self.run_id}" if self.run_id is not None else ""
         return (f"<div><b>terra Artifact</b> <code>{self.id[:12]}</code>{html.escape(run)}"
                 f"<br/><span>{html.escape(self._describe())}</span></div>")
+
+
+def _fetch_missing(store, oid: ObjectId) -> int:
+    """Objects fetched from the default remote for ``oid`` (0 when there is no remote)."""
+    from .remote.config import default_remote
+
+    if default_remote(store) is None:
+        return 0
+    from .remote import fetch_missing
+
+    return fetch_missing(store, oid)
+
+
+def _unpickle(oid: bytes, record: bytes | None) -> Artifact:
+    """An Artifact as pickled: its store is wherever it is loaded, its run found by record id."""
+    a = Artifact.__new__(Artifact)
+    a._oid, a._record, a._root, a._summary = ObjectId(oid), record, None, None
+    a._run_id = _UNRESOLVED if record is not None else None
+    return a

@@ -84,7 +84,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
         damaged = None
         if ref.get("record") is not None:
             try:
-                fields = {**R.record_of(store, rid, ref).fields, **{k: v for k, v in ref.items() if k != "record"}}
+                fields = {**R.verified_record(store, rid, ref).fields, **{k: v for k, v in ref.items() if k != "record"}}
             except TerraError as e:
                 _warn(e)
                 damaged = type(e).__name__
@@ -101,8 +101,12 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
             "duration": (end - start) if end and start else None,
             "hostname": fields.get("host"), "user": fields.get("user"),
             "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
-            "parents": list(fields.get("parents") or []), "error": damaged or err.get("type"),
+            "parents": fields.get("parents") or [], "error": damaged or err.get("type"),
         })
+    if any(r["parents"] for r in rows):  # records name parents by record id: local run ids, in one snapshot
+        with store.refs() as txn:
+            for r in rows:
+                r["parents"] = R.local_parents(txn, r["parents"]) if r["parents"] else []
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     # One conversion per column, not per row (per-row Timestamps dominated the cost).
     for col in ("start_time", "end_time"):

@@ -11,6 +11,12 @@ ref space holds the mutable parts, all keyed so prefix scans answer queries:
     edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
     tag/<name>                        <id:8>
     produced/<artifact:16>            <id:8> of the first run that output it
+    record/<record:16>                <id:8> of the run whose record this is
+
+Records mean the same in every store: ``origin`` is ``[store uuid, run id]``
+where the run was made, and ``parents`` lists the producer runs by record id
+(32 hex), never by local run id. Readers translate them back to local run ids
+through ``record/``; pulled runs get local ids of their own.
 
 Every value is stored sealed with a checksum over key and value
 (``terra.store._refs``): reads verify it, a damaged entry raises
@@ -58,6 +64,9 @@ _BYTE_STATUS = {v: k for k, v in _STATUS_BYTE.items()}
 
 K_COUNTER = b"counter/run"  # last run id handed out (short-lived state)
 K_COMMITTED = b"counter/committed"  # highest run id committed durably
+K_FORMAT = b"meta/format"
+#: Records with ``origin`` and ``parents`` by record id (store format 2).
+RECORD_FORMAT = 2
 HOST = socket.gethostname()
 
 
@@ -95,6 +104,10 @@ def k_edge_c(consumer: int, producer: int, artifact: bytes) -> bytes:
 
 def k_edge_p(producer: int, consumer: int, artifact: bytes) -> bytes:
     return b"edge/p/" + rid8(producer) + rid8(consumer) + artifact
+
+
+def k_record(record: bytes) -> bytes:
+    return b"record/" + bytes(record)
 
 
 def get_or_damaged(txn, key: bytes) -> bytes | None:
@@ -208,18 +221,33 @@ def decode_run_ref(run_id: int, raw: bytes) -> dict:
     return ref
 
 
-def record_of(store: Store, run_id: int, ref: dict) -> Run:
-    """The verified ``Run`` record a run entry names.
+def verified_record(store: Store, run_id: int, ref: dict) -> Run:
+    """The verified ``Run`` record a run entry names, checked to be that run's.
 
     Raises:
         CorruptRef: it names something that is not this run's record.
         NotFound, CorruptObject: the record is missing or damaged.
     """
-    obj = store.get(ObjectId(ref["record"]))
-    if not isinstance(obj, Run) or obj.fields.get("run_id", run_id) != run_id:
-        raise CorruptRef(f"run {run_id}: its entry names object {bytes(ref['record']).hex()}, "
+    rec = bytes(ref["record"])
+    obj = store.get(ObjectId(rec))
+    if not isinstance(obj, Run) or local_run_id(store, rec, obj.fields) not in (run_id, None):
+        raise CorruptRef(f"run {run_id}: its entry names object {rec.hex()}, "
                          "which is not its record; run `terra fsck --repair`")
     return obj
+
+
+def local_run_id(store: Store, record: bytes, fields: dict) -> int | None:
+    """The local run id a verified record belongs to, or None where nothing says.
+
+    A run made here names itself in its ``origin``; a pulled run through the
+    ``record/`` index; a record older than both (format 1) names no run.
+    """
+    origin = fields.get("origin")
+    if isinstance(origin, (list, tuple)) and len(origin) == 2 and origin[0] == store.uuid:
+        return origin[1] if isinstance(origin[1], int) else -1
+    with store.refs() as txn:
+        raw = get_or_damaged(txn, k_record(record))
+    return int.from_bytes(raw, "big") if raw and len(raw) == 8 else None
 
 
 def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
@@ -243,7 +271,7 @@ def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
     try:
         d = unpack(raw[8:])
         rec = d.get("r") or run_ref(store, rid).get("record")
-        fields = record_of(store, rid, {"record": rec}).fields if rec else {}
+        fields = verified_record(store, rid, {"record": rec}).fields if rec else {}
         ok = (fields.get("status") == "success" and bytes(fields.get("cache_key") or b"") == bytes(key)
               and pack_entry(fields.get("output")) == pack_entry(unpack_entry(raw[8:])))
     except Exception as e:  # noqa: BLE001 - whatever fails, the hit is not confirmed
@@ -275,10 +303,119 @@ def get_run(run_id: int, store: Store | None = None) -> dict:
         fields = dict(ref)
         fields.pop("record", None)
     else:
-        fields = dict(record_of(store, run_id, ref).fields)
+        fields = dict(verified_record(store, run_id, ref).fields)
     fields["run_id"] = run_id
     fields["status"] = _live_status(fields, ref)
+    if fields.get("parents"):
+        with store.refs() as txn:
+            fields["parents"] = local_parents(txn, fields["parents"])
     return fields
+
+
+# -- global identity: records name their parents by record id -------------------------
+
+
+def record_of(txn, run_id: int) -> bytes | None:
+    """The record id of a finished run (None while running or unknown)."""
+    raw = txn.get(k_run(run_id))
+    return None if raw is None else unpack(raw).get("record")
+
+
+def run_of_record(txn, record: bytes) -> int | None:
+    """The local run id whose record is ``record`` (None if no run here has it, or it was removed).
+
+    A damaged entry counts as absent (fsck reports it; ``fsck --repair`` rebuilds it).
+    """
+    raw = get_or_damaged(txn, k_record(record))
+    if raw is None:
+        return None
+    rid = int.from_bytes(raw, "big")
+    return rid if get_or_damaged(txn, k_run(rid)) is not None else None
+
+
+def parent_records(store: Store, run_ids) -> list[str]:
+    """The record ids (32 hex, sorted) of the finished runs ``run_ids``: a record's ``parents``."""
+    if not run_ids:
+        return []
+    with store.refs() as txn:
+        recs = {record_of(txn, rid) for rid in run_ids}
+    return sorted(bytes(r).hex() for r in recs if r)
+
+
+def local_parents(txn, parents) -> list[int]:
+    """A record's ``parents`` as local run ids (sorted); parents not in this store are left out.
+
+    Records of format 1 (before store format 2) held local run ids already.
+    """
+    out = set()
+    for p in parents:
+        if isinstance(p, int):
+            out.add(p)
+            continue
+        rid = run_of_record(txn, bytes.fromhex(p))
+        if rid is not None:
+            out.add(rid)
+    return sorted(out)
+
+
+def migrate(store: Store) -> int:
+    """Bring a store's run records to the current format; returns how many were rewritten.
+
+    Format 1 records have no ``origin`` and list parents by local run id. Each
+    gets ``origin = [store uuid, run id]`` and its parents' new record ids,
+    producers first; ``run/`` and ``record/`` then point at the new records in
+    one commit (the old records become garbage for gc). Safe to run from
+    several processes at once: the rewrite is deterministic and the commit
+    checks the format again.
+    """
+    with store.refs() as txn:
+        fmt = txn.get(K_FORMAT)
+        if fmt is None or int(fmt) >= RECORD_FORMAT or getattr(store.backend, "_readonly", False):
+            return 0
+        refs = {int.from_bytes(k[4:], "big"): unpack(v) for k, v in txn.scan(b"run/")}
+    uuid = store.uuid
+    new: dict[int, ObjectId | None] = {}
+    objs: list = []
+
+    def rewrite(rid: int, path: tuple = ()) -> ObjectId | None:
+        if rid in new:
+            return new[rid]
+        rec = refs.get(rid, {}).get("record")
+        if rec is None or rid in path:
+            return None
+        fields = dict(store.get(ObjectId(rec)).fields)
+        if "origin" not in fields:
+            parents = [rewrite(p, path + (rid,)) for p in fields.get("parents") or [] if isinstance(p, int)]
+            fields["origin"] = [uuid, rid]
+            fields["parents"] = sorted(p.hex() for p in parents if p is not None)
+        run = Run(fields)
+        from .objects import object_id
+
+        oid = new[rid] = object_id(run)
+        objs.append((oid, run))
+        return oid
+
+    for rid in sorted(refs):
+        rewrite(rid)
+
+    def commit(txn):
+        cur = txn.get(K_FORMAT)
+        if cur is not None and int(cur) >= RECORD_FORMAT:
+            return
+        for rid, oid in new.items():
+            raw = txn.get(k_run(rid))
+            if oid is None or raw is None:  # removed meanwhile
+                continue
+            ref = unpack(raw)
+            ref["record"] = bytes(oid)
+            txn.put(k_run(rid), pack(ref))
+            txn.put(k_record(oid), rid8(rid))
+        from .store._store import FORMAT_VERSION
+
+        txn.put(K_FORMAT, str(FORMAT_VERSION).encode())  # its refs were sealed when the store opened
+
+    store.commit(objs, commit)
+    return len(objs)
 
 
 def _live_status(fields: dict, ref: dict) -> str:

@@ -25,6 +25,9 @@ def store_at(path: str) -> Store:
                 os.makedirs(path, exist_ok=True)
                 s = open_store(os.path.join(path, "objects.lmdb"))
                 s.root = path
+                from .runs import migrate
+
+                migrate(s)  # a store written by an older terra: records to the current format
                 _stores[path] = s
     return s
 

@@ -58,10 +58,13 @@ class Task:
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
         cache_ignored_args: arguments stored but not part of the cache key.
         cache: False runs every call (still recorded).
+        notify: Slack message when a computed run ends: True, False or "failure";
+            None follows the config's ``notify``.
     """
 
     def __init__(self, fn: Callable, *, version: str | int | None = None, no_dump_args=(),
-                 no_load_args=(), cache_ignored_args=(), cache: bool = True):
+                 no_load_args=(), cache_ignored_args=(), cache: bool = True,
+                 notify: bool | str | None = None):
         if not callable(fn):
             raise TaskError(f"Task needs a function or class, got {fn!r}")
         if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -75,6 +78,9 @@ class Task:
         self.identity = f"{self.module}:{self.qualname}"
         self.version = version
         self.cache = cache
+        if not (notify is None or isinstance(notify, bool) or (isinstance(notify, str) and notify == "failure")):
+            raise TaskError(f"task {self.name}: notify must be True, False, \"failure\" or None, got {notify!r}")
+        self.notify = notify
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as e:
@@ -384,11 +390,11 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         fields["version"] = str(t.version)
     arts: list[Artifact] = []
     _artifacts([v for k, v in dumped.items()], arts)
-    parents = sorted({a.run_id for a in arts if a.run_id is not None})
-    fields["parents"] = parents
-    fields["run_id"] = run_id  # records are self-describing: fsck --repair re-indexes them
+    # Global identity: where this run was made, and its producers by record id (not local run id).
+    fields["origin"] = [store.uuid, run_id]
+    fields["parents"] = R.parent_records(store, {a.run_id for a in arts if a.run_id is not None})
     if not t.cache:
-        fields["cache"] = False
+        fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
     capture = Capture()
     inputs_tree = Tree("inputs", ())
@@ -453,6 +459,9 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     finally:
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
         store.update_state(lambda txn: end(txn, t, run_id, key))
+    from .notify import RunSummary, run_finished
+
+    run_finished(t.notify, RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
     if exc is not None:
         raise exc
     return run_id, view
@@ -465,6 +474,7 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte(status))
+    txn.put(R.k_record(rec_id), R.rid8(run_id))
     if status == "success" and t.cache:
         txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output, rec_id))
     for producer, art in edges:

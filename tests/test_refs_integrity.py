@@ -470,7 +470,7 @@ def test_damaged_counter_never_reuses_run_ids(answers, store, tmp_path):
     assert rep.ok
 
 
-def _unseal_and_downgrade(path: str) -> None:
+def _unseal_and_downgrade(path: str, fmt: bytes = b"1") -> None:
     """Turn a store back into the format before refs were sealed (format 1, plain values)."""
     env = lmdb.open(path, max_dbs=4)
     try:
@@ -481,13 +481,21 @@ def _unseal_and_downgrade(path: str) -> None:
                 if not k.startswith(b"meta/"):
                     assert verifies(k, v)
                     txn.put(k, v[:-8])
-            txn.put(b"meta/format", b"1")
+            txn.put(b"meta/format", fmt)
     finally:
         env.close()
 
 
-def test_old_store_without_checksums_is_migrated_on_open(pristine, tmp_path):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_old_store_without_checksums_is_migrated_on_open(pristine, tmp_path, fmt):
     path = _copy(pristine, tmp_path / "old")
+    if fmt == 2:  # records already global (origin, parents by record id): only the refs are old
+        _unseal_and_downgrade(os.path.join(path, "objects.lmdb"), b"2")
+        res = _run_check(path, pristine["mod"], "check", pristine["env"])
+        [phase] = res["phases"]
+        assert phase["first"]["ok"] and phase["end"]["ok"] and not (phase["wrong"] or phase["raw"]
+                                                                   or phase["terra"]), phase
+        return
     # Records written before records named their run: rewrite them without run_id.
     script = textwrap.dedent('''
         import sys
@@ -497,11 +505,15 @@ def test_old_store_without_checksums_is_migrated_on_open(pristine, tmp_path):
         s = open_store(sys.argv[1])
         with s.refs() as txn:
             refs = [(k, R.unpack(v)) for k, v in txn.scan(b"run/")]
-        for k, ref in refs:
+            records = [k for k, _ in txn.scan(b"record/")]
+        for k, ref in refs:  # format 1: no origin, parents by local run id, no record index
             f = dict(s.get(ref["record"]).fields)
-            f.pop("run_id"); f.pop("cache", None)
+            f.pop("origin"); f.pop("cache", None)
+            with s.refs() as txn:
+                f["parents"] = [R.run_of_record(txn, bytes.fromhex(p)) for p in f.get("parents") or []]
             ref["record"] = bytes(s.put(Run(f)).id)
             s.update_refs(lambda txn, k=k, ref=ref: txn.put(k, R.pack(ref)))
+        s.update_refs(lambda txn: [txn.delete(k) for k in records])
         with s.refs() as txn:  # cache entries did not name their record either
             cache = list(txn.scan(b"cache/"))
         for k, v in cache:
@@ -517,7 +529,7 @@ def test_old_store_without_checksums_is_migrated_on_open(pristine, tmp_path):
     try:
         db = env.open_db(b"refs", create=False)
         with env.begin(db=db) as txn:
-            assert txn.get(b"meta/format") == b"2"
+            assert txn.get(b"meta/format") == b"3"
             assert all(verifies(bytes(k), bytes(v)) for k, v in txn.cursor() if not bytes(k).startswith(b"meta/"))
     finally:
         env.close()

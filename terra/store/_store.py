@@ -34,11 +34,14 @@ from .base import Backend
 
 __all__ = ["FORMAT_VERSION", "PutResult", "Store"]
 
-# 2: every ref value carries a checksum (``_refs``); format-1 stores are migrated when opened writable.
-FORMAT_VERSION = 2
-_SEALED_SINCE = 2
+# 2: run records carry their origin and name their parents by record id (terra.runs migrates 1).
+# 3: every ref value carries a checksum (``_refs``); older stores are sealed when opened writable.
+FORMAT_VERSION = 3
+_SEALED_SINCE = 3
+_SEALED_KEY = b"meta/refs"  # set when a format-1 store was sealed before its records were migrated
 _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
+_UUID_KEY = b"meta/uuid"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
 _WORKERS = max(2, min(4, os.cpu_count() or 1))
 
@@ -123,24 +126,51 @@ class Store:
             )
         if algo is not None and algo != HASH_ALGORITHM:
             raise UnsupportedFormat(f"store hashes with {algo}, this terra with {HASH_ALGORITHM}")
-        self._sealed = True
-        if fmt is not None and fmt >= _SEALED_SINCE:
+        with self.backend.refs() as refs:
+            marked = refs.get(_SEALED_KEY) is not None
+        self._sealed = marked or (fmt is not None and fmt >= _SEALED_SINCE)
+        if self._sealed and fmt is not None and fmt >= _SEALED_SINCE:
             return
         if getattr(self.backend, "_readonly", False):
-            self._sealed = False  # an old store read as it is; opening it writable migrates it
-            return
+            return  # an old store is read as it is; opening it writable seals it
 
         def migrate(txn):
             cur = txn.get(_FORMAT_KEY)
-            if cur is not None and int(cur) >= _SEALED_SINCE:
+            cur = None if cur is None else int(cur)
+            if cur is not None and cur >= _SEALED_SINCE:
                 return False  # another process migrated it meanwhile
-            seal_all(txn)
-            txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
+            seal_all(txn)  # idempotent: an entry already sealed verifies
             txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
+            if cur is None or cur >= 2:
+                txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
+            else:  # format 1: terra.runs.migrate rewrites its records next, then writes FORMAT_VERSION
+                txn.put(_SEALED_KEY, b"xxh3-64")
             return True
         if self.backend.update_refs(migrate):
             # Runs in progress and leases of the old format: seal them too (idempotent).
             self.backend.update_state(seal_all)
+        self._sealed = True
+
+    @property
+    def uuid(self) -> str | None:
+        """This store's identity (32 hex), made on first use; None for a read-only store without one."""
+        u = getattr(self, "_uuid", None)
+        if u is None:
+            with self.backend.refs() as refs:
+                raw = refs.get(_UUID_KEY)
+            if raw is None and not getattr(self.backend, "_readonly", False):
+                import uuid
+
+                fresh = uuid.uuid4().hex.encode()
+
+                def init(txn):
+                    old = txn.get(_UUID_KEY)
+                    if old is None:
+                        txn.put(_UUID_KEY, fresh)
+                    return old or fresh
+                raw = self.backend.update_refs(init)
+            u = self._uuid = raw.decode() if raw is not None else None
+        return u
 
     # -- writing --------------------------------------------------------------
 
