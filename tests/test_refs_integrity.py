@@ -254,6 +254,7 @@ KINDS = {
     "edge/p": lambda k: k.startswith(b"edge/p/") and k[15:23] == R.rid8(7),
     "produced": lambda k: k.startswith(b"produced/"),
     "tag": lambda k: k == b"tag/best",
+    "record": lambda k, v: k.startswith(b"record/") and v[:8] == R.rid8(7),
     "counter": lambda k: k == R.K_COMMITTED,
 }
 
@@ -262,7 +263,7 @@ def _pick(txn, db, kind):
     match = KINDS[kind]
     for k, v in txn.cursor(db=db):
         k, v = bytes(k), bytes(v)
-        if (match(k, v) if kind == "cache" else match(k)):
+        if (match(k, v) if kind in ("cache", "record") else match(k)):
             return k, v
     raise AssertionError(f"no {kind} ref in the populated store")
 
