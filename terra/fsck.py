@@ -524,8 +524,6 @@ def _repair(store: Store, sc: _Scan) -> list[str]:
 
 def _first_producers(store: Store, runs: dict, sc: _Scan) -> dict[bytes, int]:
     """Each artifact a successful run output, and the lowest run that did (what ``produced/`` holds)."""
-    from .task import _artifacts
-
     first: dict[bytes, int] = {}
     for rid in sorted(runs):
         f = sc.records.get(bytes(runs[rid].get("record") or b""))
@@ -534,9 +532,15 @@ def _first_producers(store: Store, runs: dict, sc: _Scan) -> dict[bytes, int]:
         out = f.get("output")
         ids = {bytes(out)} if isinstance(out, ObjectId) else set()
         try:
-            found: list = []
-            _artifacts(R.output_view(store, out, rid), found)
-            ids |= {bytes(a.__terra_ref__) for a in found}
+            stack = [R.output_view(store, out, rid)]
+            while stack:  # the returned structure: containers as they were, leaves as Artifacts
+                v = stack.pop()
+                if isinstance(v, dict):
+                    stack.extend(v.values())
+                elif isinstance(v, (list, tuple)):
+                    stack.extend(v)
+                elif isinstance(getattr(v, "__terra_ref__", None), ObjectId):
+                    ids.add(bytes(v.__terra_ref__))
         except Exception:  # noqa: BLE001 - an unreadable output names only its root
             pass
         for art in ids:

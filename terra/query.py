@@ -45,6 +45,9 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
         status: ``running``, ``success``, ``failure`` or ``interrupted``.
         since, until: datetimes, ISO strings or epoch seconds bounding the start time.
         limit: at most this many runs (the newest); records beyond it are not read.
+
+    A damaged run entry is left out with a ``DamagedRefWarning``; a run whose
+    record cannot be read is listed with status ``damaged`` (``terra fsck`` says more).
     """
     import pandas as pd
 
