@@ -268,7 +268,7 @@ def _pick(txn, db, kind):
     raise AssertionError(f"no {kind} ref in the populated store")
 
 
-def _flip_ref(path: str, kind: str, where: str, rnd: random.Random) -> str:
+def _flip_ref(path: str, kind: str, where: str, rnd: random.Random, first: bool = True) -> str:
     env = lmdb.open(os.path.join(path, "objects.lmdb"), max_dbs=4)
     try:
         db = env.open_db(b"refs")
@@ -288,7 +288,7 @@ def _flip_ref(path: str, kind: str, where: str, rnd: random.Random) -> str:
             return f"{kind} {where} bit {bit}"
         with env.begin(write=True, db=db) as txn:
             if where == "value":
-                if kind == "cache":  # the issue's case: flip the inline 6007 into 6006
+                if kind == "cache" and first:  # the issue's case: flip the inline 6007 into 6006
                     bit = (v.index((6007).to_bytes(2, "big")) + 1) * 8
                 else:
                     bit = rnd.randrange(len(v) * 8)
@@ -310,11 +310,23 @@ WHERE = ("value", "key", "key in place")
 
 
 def test_targeted_ref_flips_are_found_never_served_and_repaired(pristine, tmp_path):
+    _targeted(pristine, tmp_path, rounds=[0])
+
+
+@pytest.mark.soak
+def test_targeted_ref_flips_soak(pristine, tmp_path):
+    _targeted(pristine, tmp_path, rounds=range(1, 1 + int(os.environ.get("TERRA_TARGETED_ROUNDS", "5"))))
+
+
+def _targeted(pristine, tmp_path, rounds) -> None:
+    """Each kind of ref, damaged in its value, its key, and its key in place, once per round (other bits)."""
     trials = []
-    for kind in KINDS:
-        for where in WHERE:
-            path = _copy(pristine, tmp_path / f"{kind.replace('/', '_')}-{where}")
-            trials.append((_flip_ref(path, kind, where, random.Random(f"{kind}-{where}")), kind, path))
+    for r in rounds:
+        for kind in KINDS:
+            for where in WHERE:
+                path = _copy(pristine, tmp_path / f"{kind.replace('/', '_')}-{where}-{r}")
+                seed = f"{kind}-{where}" + (f"-{r}" if r else "")
+                trials.append((_flip_ref(path, kind, where, random.Random(seed), first=not r), kind, path))
     results = _run_checks([p for _, _, p in trials], pristine["mod"], "check,repair", pristine["env"])
     print(f"\ntargeted ref flips: {len(trials)} trials")
     for (what, kind, _), res in zip(trials, results):
