@@ -6,7 +6,7 @@ ref space holds the mutable parts, all keyed so prefix scans answer queries:
     counter/committed                 highest run id committed
     run/<id:8>                        msgpack: status, task, start, record id
     task/<identity>\\0<id:8>           status, one byte (runs of a task)
-    cache/<key:16>                    <id:8> + msgpack output entry (cache hits)
+    cache/<key:16>                    <id:8> + msgpack output entry and record id (cache hits)
     edge/c/<consumer:8><producer:8><artifact:16>   inputs of a run
     edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
     tag/<name>                        <id:8>
@@ -23,8 +23,8 @@ Every value is stored sealed with a checksum over key and value
 ``CorruptRef`` (``get``) or is skipped and reported (``scan``). A cache entry
 is served only once the verified record of the run it names confirms it
 (:func:`cache_hit`), so a wrong value needs a wrong entry *and* a record
-agreeing with it. Records carry their ``run_id``, so ``terra fsck --repair``
-rebuilds the indexes from them.
+agreeing with it. A record names its run (``origin`` if made here, else
+``record/``), so ``terra fsck --repair`` rebuilds the indexes from them.
 
 A run in progress is short-lived state (``Store.update_state``): its
 ``run/`` and ``task/`` entries, its ``lease/<key:16>`` (pid, host, expiry)
