@@ -337,10 +337,28 @@ def _execute(t: Task, args, kwargs, force: bool):
             # A call that finished between our lookup and our lease: its result stands.
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
-                return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                try:
+                    return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                except BaseException:
+                    _abandon(t, store, key, value)
+                    raise
             store.update_state(lambda txn, rid=value: end(txn, t, rid, key, give_back=True))
             return _hit(t, store, hit, cfg)
         wait(store, key, value)
+
+
+def _abandon(t: Task, store: Store, key: bytes, run_id: int) -> None:
+    """Drop a run's lease and short-lived state whatever failed (idempotent after a normal end).
+
+    A failure before the run's own cleanup (a damaged store while its record is
+    prepared, say) must not leave a lease this process keeps renewing: the next
+    identical call would wait on it forever.
+    """
+    leases.release(store, key, run_id)
+    try:
+        store.update_state(lambda txn: end(txn, t, run_id, key))
+    except Exception:  # noqa: BLE001 - the original error is what the caller needs
+        pass
 
 
 def _lookup(store: Store, key: bytes):

@@ -692,3 +692,37 @@ def test_gc_refuses_while_a_run_entry_is_damaged(iris, store, tmp_path):
     assert terra.fsck(repair=True).ok
     terra.gc(grace_period=0)
     assert terra.fsck().ok and terra.get_run(3)["status"] == "success"
+
+
+HANG = '''
+import sys
+import terra
+from terra import runs as R
+
+terra.configure(storage_dir=sys.argv[1], quiet=True)
+
+
+@terra.task
+def f(x):
+    return x + 1
+
+
+real = R.parent_records
+R.parent_records = lambda *a: (_ for _ in ()).throw(terra.CorruptObject("damaged while preparing the record"))
+try:
+    f(1)
+except terra.CorruptObject:
+    pass
+R.parent_records = real
+print(f(1), flush=True)  # the same call again: must not wait on the first one's lease
+'''
+
+
+def test_failure_before_the_record_leaves_no_lease(tmp_path, subprocess_env):
+    # Found by the random flips: a run failing while its record was prepared kept its lease
+    # renewed by this process, and the next identical call waited on it forever.
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "s")], capture_output=True, text=True,
+                       env=subprocess_env, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "2", p.stderr
