@@ -18,6 +18,7 @@ __all__ = [
     "PickleRefused",
     "SerializationError",
     "StoreError",
+    "StoreFull",
     "TaskError",
     "TerraError",
     "UnsupportedFilesystem",
@@ -31,6 +32,20 @@ class TerraError(Exception):
 
 class StoreError(TerraError, OSError):
     """The store cannot be opened or written."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the file-size limit) has no room for a write; the store is left intact.
+
+    ``needed`` and ``available`` are byte counts (estimates; None when unknown).
+    """
+
+    def __init__(self, message: str, needed: int | None = None, available: int | None = None):
+        super().__init__(message)
+        self.needed, self.available = needed, available
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else "store full"
 
 
 class UnsupportedFormat(StoreError):

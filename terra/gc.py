@@ -6,15 +6,21 @@ object neither reachable nor younger than the grace period).
 
 Roots are the records of every run in the ``run/`` index (finished runs,
 tagged runs and runs cut short alike), the outputs named by cache entries,
-and the artifacts a run in progress was given, which ``task._begin`` lists
-under ``holds`` in its ref when it takes the run id and the lease. Objects
-written in the last ``grace_period`` seconds are roots too, with everything
-they refer to: a writer stores its objects first and its record last, so an
-object whose record is not committed yet is recent, and re-storing an
-existing object refreshes its write time. The backend re-checks the write
-time inside its delete transaction, so an object refreshed after gc listed
-it is never deleted. The contract for writers is therefore: commit the
-record within ``grace_period`` of storing (or re-storing) what it refers to.
+and what runs in progress hold: the artifacts they were given (``holds`` in
+their ref) and every id they have written or are about to write
+(``hold/<run><id>`` keys, put in the short-lived state by
+:meth:`Store.holding` *before* the bytes are written). A run's holds stay
+until its record is committed.
+
+Runs do not depend on the grace period. The sweep runs in write
+transactions, which serialize with a run's commit; inside each one it reads
+the holds of live runs and the records committed since it marked, and spares
+them and everything they refer to. So whatever a run wrote or relies on
+survives a gc with any grace period, including 0. Objects written outside a
+run (by the ``Store`` API directly, or by an older terra) have only their
+write time: objects written in the last ``grace_period`` seconds are kept
+with everything they refer to. :data:`MIN_GRACE` is the shortest grace the
+command line accepts for them.
 
 :func:`compact` rewrites the LMDB file, since LMDB never shrinks it on delete.
 """
@@ -30,15 +36,18 @@ from . import runs as R
 from ._walk import children
 from ._format import human_size as _size
 from .objects import ObjectId
-from .errors import CorruptRef, StoreError
-from .store import Store
+from .errors import CorruptRef, StoreError, TerraError
+from .store import HOLD_PREFIX, Store
 
-__all__ = ["CompactStats", "DiskUsage", "GCStats", "StoreBusy", "TaskUsage", "compact", "du", "gc", "live_roots",
-           "reachable"]
+__all__ = ["CompactStats", "DiskUsage", "GCStats", "MIN_GRACE", "StoreBusy", "TaskUsage", "compact", "du", "gc",
+           "live_roots", "reachable"]
 
 #: Default grace period: an hour, far longer than any writer takes between
 #: storing a run's objects and committing its record.
 DEFAULT_GRACE = 3600.0
+#: The shortest grace the command line accepts: runs need none (their holds
+#: protect them), but objects written outside a run are only protected by it.
+MIN_GRACE = 60.0
 
 Progress = Callable[[str, int, "int | None"], None]
 _BATCH = 4096
@@ -95,16 +104,83 @@ def live_roots(store: Store) -> set[ObjectId]:
             ref = R.unpack(raw)
             if ref.get("record"):
                 roots.add(ObjectId(ref["record"]))
-            for held in ref.get("holds") or ():  # inputs a run in progress depends on
-                roots.add(ObjectId(held))
+            elif R._live_status(ref, ref) == "running":
+                roots.update(ObjectId(h) for h in ref.get("holds") or ())  # the artifacts it was given
         for _, raw in txn.scan(b"cache/"):
             entry = R.unpack_entry(raw[8:])
             if isinstance(entry, ObjectId):
                 roots.add(entry)
+        roots.update(ObjectId(k[-16:]) for k, live_run in _holds(txn) if live_run)
     if txn.damaged:  # a damaged run entry hides its record: collecting now could delete a live run
         raise CorruptRef(f"{len(txn.damaged)} damaged refs; gc would not see every run: "
                          "run `terra fsck --repair` first")
     return roots
+
+
+def _progress_snapshot(store: Store) -> tuple[int, list[int]]:
+    """The highest run id handed out or committed, and the runs in progress, before marking.
+
+    Every run that commits after the mark is one of those in progress or has a larger id.
+    """
+    running = R.status_byte("running")
+    with store.refs() as txn:
+        ids = [txn.get(R.K_COUNTER), txn.get(R.K_COMMITTED)]
+        pending = [int.from_bytes(k[-8:], "big") for k, v in txn.scan(b"task/") if v == running]
+    return max(int.from_bytes(r, "big") if r else 0 for r in ids), pending
+
+
+def _still_needed(live: set[ObjectId], counter: int, pending: list[int]):
+    """The ``keep`` callback of the sweep: what runs hold or committed since the mark, and its closure.
+
+    Called inside each delete transaction, where no run can commit and no
+    hold can be added until it ends.
+    """
+    def keep(reader, refs, state) -> set[bytes]:
+        roots = [k[-16:] for k, live_run in _holds(state) if live_run]
+        raw = state.get(R.K_COUNTER)
+        now = max(int.from_bytes(raw, "big") if raw else 0, counter)
+        for rid in [*pending, *range(counter + 1, now + 1)]:
+            raw = refs.get(R.k_run(rid)) or state.get(R.k_run(rid))
+            if raw is None:
+                continue
+            ref = R.unpack(raw)
+            if ref.get("record"):  # committed since the mark
+                roots.append(bytes(ref["record"]))
+            elif R._live_status(ref, ref) == "running":
+                roots.extend(bytes(h) for h in ref.get("holds") or ())
+        seen: set[bytes] = set()
+        stack = [bytes(r) for r in roots]
+        while stack:
+            oid = stack.pop()
+            if oid in seen or oid in live:  # the marked set is closed already
+                continue
+            seen.add(oid)
+            raw = reader.get(oid)
+            if raw is not None:
+                stack.extend(bytes(c) for c in children(ObjectId(oid), raw))
+        return seen
+    return keep
+
+
+def _holds(state) -> list[tuple[bytes, bool]]:
+    """Every ``hold/`` key of the short-lived state, and whether the run holding it is alive and running."""
+    alive: dict[bytes, bool] = {}
+    out = []
+    n = len(HOLD_PREFIX)
+    for k, _ in state.scan(HOLD_PREFIX):
+        rid8 = k[n : n + 8]
+        if rid8 not in alive:
+            raw = state.get(b"run/" + rid8)
+            ref = R.unpack(raw) if raw is not None else {}
+            alive[rid8] = R._live_status(ref, ref) == "running"
+        out.append((k, alive[rid8]))
+    return out
+
+
+def _drop_dead_holds(txn) -> None:
+    """Forget the holds of runs that were killed (a run that ends clears its own)."""
+    for k in [k for k, live_run in _holds(txn) if not live_run]:
+        txn.delete(k)
 
 
 def reachable(store: Store, roots: Iterable[ObjectId], progress: Progress | None = None,
@@ -154,11 +230,12 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
        store: Store | None = None) -> GCStats:
     """Delete every object that no live run, tag, cache entry or run in progress reaches.
 
-    Safe while other processes write: see the module docstring for the
-    grace-period contract.
+    Safe while other processes write: what runs in progress hold is kept at
+    any grace period; see the module docstring.
 
     Args:
-        grace_period: seconds; objects written (or re-written) more recently are kept.
+        grace_period: seconds (>= 0); objects written (or re-written) more recently are
+            kept, which protects only objects written outside a run.
         dry_run: count what would be deleted, delete nothing.
         progress: called as ``progress(phase, done, total)`` with phases
             ``list``, ``mark`` and ``sweep`` (``total`` is None when unknown).
@@ -166,13 +243,20 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
 
     Returns:
         A :class:`GCStats`.
+
+    Raises:
+        TerraError: a negative grace period.
     """
     store = store or _store()
+    grace_period = float(grace_period)
+    if not grace_period >= 0:
+        raise TerraError(f"gc: the grace period must be >= 0 seconds, got {grace_period!r}")
     t0 = time.time()
     # The cutoff is fixed before anything is read: an object written after it
     # is kept whatever the snapshot of refs says.
-    cutoff = t0 - float(grace_period)
-    stats = GCStats(grace_period=float(grace_period), dry_run=dry_run)
+    cutoff = t0 - grace_period
+    stats = GCStats(grace_period=grace_period, dry_run=dry_run)
+    counter, pending = _progress_snapshot(store)
     roots = live_roots(store)
     stats.roots = len(roots)
     listing = list(_listing(store, progress))
@@ -199,14 +283,16 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
                 stats.deleted_bytes += size
     if not dry_run:
         step = 10_000
+        keep = _still_needed(live, counter, pending)
         for i in range(0, len(doomed), step):
-            n, b = store.delete(doomed[i : i + step], older_than=cutoff)
+            n, b = store.delete(doomed[i : i + step], older_than=cutoff, keep=keep)
             stats.deleted_objects += n
             stats.deleted_bytes += b
             if progress:
                 progress("sweep", min(i + step, len(doomed)), len(doomed))
         # Objects refreshed by a writer since the listing were not deleted.
         stats.recent_objects += len(doomed) - stats.deleted_objects
+        store.update_state(_drop_dead_holds)
     stats.duration = time.time() - t0
     return stats
 
@@ -267,26 +353,27 @@ def compact(store: Store | None = None, progress: Progress | None = None) -> Com
 
     Raises:
         StoreBusy: another process has the store open.
+        StoreFull: no room on the disk for the compacted copy (the store is left as it was).
     """
     import fcntl
     import struct
 
     import lmdb
 
-    from .store import _lmdb
+    from .store import LMDBBackend, disk_full
 
     store = store or _store()
     backend = store.backend
     t0 = time.time()
     path = getattr(backend, "path", None)
-    if not isinstance(backend, _lmdb.LMDBBackend) or path is None:
+    if not isinstance(backend, LMDBBackend) or path is None:
         return CompactStats(str(path or "memory"), 0, 0, 0.0)
     data = os.path.join(path, "data.mdb")
     before = os.path.getsize(data)
     if progress:
         progress("compact", 0, 1)
     backend.close()
-    if path in _lmdb._ENVS:  # close() keeps environments inherited across fork() open
+    if backend.is_open():  # close() keeps environments inherited across fork() open
         raise StoreBusy(f"store {path} is still open in this process; cannot compact it")
     lock_path = os.path.join(path, "lock.mdb")
     fd = _LOCK_FDS.get(lock_path)
@@ -308,14 +395,26 @@ def compact(store: Store | None = None, progress: Progress | None = None) -> Com
             os.mkdir(tmp)
         # lock=False: this environment must not touch lock.mdb, or closing it
         # would drop the exclusive lock taken above.
-        src = lmdb.open(path, readonly=True, lock=False, max_dbs=4, subdir=True)
         try:
-            src.copy(tmp, compact=True)
-        finally:
-            src.close()
-        new = os.path.join(tmp, "data.mdb")
-        with open(new, "rb+") as f:
-            os.fsync(f.fileno())
+            src = lmdb.open(path, readonly=True, lock=False, max_dbs=4, subdir=True)
+            try:
+                live = _live_bytes(src)
+                src.copy(tmp, compact=True)
+            finally:
+                src.close()
+            new = os.path.join(tmp, "data.mdb")
+            with open(new, "rb+") as f:
+                os.fsync(f.fileno())
+        except (lmdb.Error, OSError) as e:
+            # Nothing was replaced: the store is as it was.
+            full = disk_full(
+                path, e, live if "live" in locals() else before,
+                "the compacted copy, written next to the store before it replaces it",
+                "Free that much on the disk and run `terra gc --compact` again; meanwhile `terra gc` frees space "
+                "inside the store that later writes reuse")
+            if full is not None:
+                raise full from e
+            raise StoreError(f"cannot compact store {path}: {e}") from e
         os.replace(new, data)
         dfd = os.open(path, os.O_RDONLY)
         try:
@@ -334,6 +433,23 @@ def compact(store: Store | None = None, progress: Progress | None = None) -> Com
     if progress:
         progress("compact", 1, 1)
     return CompactStats(path, before, os.path.getsize(data), time.time() - t0)
+
+
+def _live_bytes(env) -> int:
+    """Bytes in use by the databases of an LMDB environment (what a compacting copy writes)."""
+    import lmdb
+
+    st = env.stat()
+    pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+    with env.begin() as txn:
+        for name, _ in txn.cursor():
+            try:
+                db = env.open_db(bytes(name), txn=txn, create=False)
+            except lmdb.Error:
+                continue
+            s = txn.stat(db)
+            pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+    return (pages + 2) * st["psize"]
 
 
 # -- disk usage ------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A miss takes a lease on its cache key in the store's short-lived state
 (``Store.update_state``, no sync) together with a new run id and a
 "running" ref. Identical calls elsewhere wait on the lease; a holder that
 died (its pid is gone, or its lease expired on another host) is taken over.
-One thread per process renews the leases of its long runs.
+One thread per process renews the leases of its long runs, and the expiry
+in their running refs with them: on another host that expiry is all there is
+to tell a live run from a dead one (``rm`` and gc go by it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 
 from . import runs as R
-from .store import Store
+from .store import Store, hold_key
 
 __all__ = ["begin", "committed_counter", "end", "leases", "wait"]
 
@@ -65,6 +67,8 @@ def end(txn, t, run_id: int, key: bytes, give_back: bool = False) -> None:
         txn.put(R.K_COUNTER, R.rid8(run_id - 1))
     txn.delete(R.k_run(run_id))
     txn.delete(R.k_task(t.identity, run_id))
+    for k in [k for k, _ in txn.scan(hold_key(run_id))]:  # what it wrote is reachable from its record now
+        txn.delete(k)
     raw = txn.get(R.k_lease(key))
     if raw is not None and R.unpack(raw).get("run_id") == run_id:
         txn.delete(R.k_lease(key))
@@ -88,7 +92,7 @@ def wait(store: Store, key: bytes, info: dict) -> None:
 
 
 class _Leases:
-    """One daemon thread renewing the leases of this process's runs in progress."""
+    """One daemon thread renewing the leases and run entries of this process's runs in progress."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -125,12 +129,19 @@ class _Leases:
 
 
 def _renew(txn, key: bytes, run_id: int, seconds: float) -> None:
+    expires = time.time() + seconds
+    raw = txn.get(R.k_run(run_id))
+    if raw is not None:
+        ref = R.unpack(raw)
+        if ref.get("status") == "running" and not ref.get("record"):
+            ref["expires"] = expires
+            txn.put(R.k_run(run_id), R.pack(ref))
     raw = txn.get(R.k_lease(key))
     if raw is None:
         return
     info = R.unpack(raw)
     if info.get("run_id") == run_id:
-        info["expires"] = time.time() + seconds
+        info["expires"] = expires
         txn.put(R.k_lease(key), R.pack(info))
 
 

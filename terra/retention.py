@@ -20,7 +20,7 @@ from . import runs as R
 from .errors import NotFound, TerraError
 from ._walk import children
 from .objects import ObjectId
-from .store import Store
+from .store import Store, hold_key
 
 __all__ = [
     "RemovalRefused",
@@ -81,7 +81,7 @@ def tag(run_id, name: str, force: bool = False, store: Store | None = None) -> i
         NotFound: no such run. TerraError: a bad name, or the tag names another run.
     """
     store = store or _store()
-    if not isinstance(name, str) or not _TAG_NAME.match(name) or name.isdigit():
+    if not isinstance(name, str) or not _TAG_NAME.fullmatch(name) or name.isdigit():
         raise TerraError(f"bad tag name {name!r}: use letters, digits and _.-+@, starting with a letter")
     rid = resolve_run(run_id, store)
 
@@ -139,7 +139,7 @@ def resolve_run(ref, store: Store | None = None) -> int:
         ref = int(ref.strip())
     with store.refs() as txn:
         if isinstance(ref, int):
-            if txn.get(R.k_run(ref)) is None:
+            if not 0 <= ref < 1 << 64 or txn.get(R.k_run(ref)) is None:  # ids are 8-byte keys
                 raise NotFound(f"no run with run_id={ref}")
             return ref
         if isinstance(ref, str):
@@ -386,6 +386,8 @@ def _clear_state(txn, infos: dict[int, _Info]) -> None:
         txn.delete(R.k_run(rid))
         if info.ref.get("identity"):
             txn.delete(R.k_task(info.ref["identity"], rid))
+        for k in [k for k, _ in txn.scan(hold_key(rid))]:
+            txn.delete(k)
     for k, v in list(txn.scan(b"lease/")):
         if R.unpack(v).get("run_id") in infos:
             txn.delete(k)
@@ -459,7 +461,8 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
     if outside and cascade and not holders:
         raise _Changed()
     if outside and not force:
-        names = {c: _task_name(txn, c) for cs in outside.values() for c in cs}
+        with state_refs() as state:  # a consumer still running exists only there
+            names = {c: _task_name(txn, c, state) for cs in outside.values() for c in cs}
         parts = [f"run {rid} is used by " + ", ".join(f"run {c} ({names[c]})" for c in sorted(cs))
                  for rid, cs in sorted(outside.items())]
         raise RunInUse("; ".join(parts) + ": use force to remove it anyway, or cascade to remove those too",
@@ -502,8 +505,8 @@ def _remove(txn, state_refs, infos: dict[int, _Info], wanted: set[int], force: b
     return res
 
 
-def _task_name(txn, rid: int) -> str:
-    raw = txn.get(R.k_run(rid))
+def _task_name(txn, rid: int, state) -> str:
+    raw = txn.get(R.k_run(rid)) or state.get(R.k_run(rid))
     return R.unpack(raw).get("task", "?") if raw else "?"
 
 

@@ -247,7 +247,7 @@ def test_rm_refuses_a_run_in_progress(store):
 @terra.task
 def consume_while_collecting(x, producer: int):
     """Removes its own input's producer and collects while it is still running."""
-    with pytest.raises(RunInUse, match=f"run {producer} is used by run {producer + 1}"):
+    with pytest.raises(RunInUse, match=f"run {producer} is used by run {producer + 1} \\(consume_while_collecting\\)"):
         terra.rm(producer)
     terra.rm(producer, force=True)
     stats = terra.gc(grace_period=0)

@@ -311,6 +311,31 @@ class StoreConformance:
         assert store.delete([old, kept, new], older_than=cut) == (1, size_old)
         assert not store.has(old) and store.has(kept) and store.has(new)
 
+    def test_delete_spares_what_keep_names_inside_the_transaction(self, store):
+        a, b = (store.put(Blob("raw", {}, x)).id for x in (b"spared", b"taken"))
+        store.update_refs(lambda txn: txn.put(b"note", b"seen"))
+        seen = []
+
+        def keep(reader, refs, state):
+            seen.append((reader.get(bytes(a)) is not None, refs.get(b"note")))
+            return {bytes(a)}
+
+        assert store.delete([a, b], keep=keep)[0] == 1
+        assert store.has(a) and not store.has(b) and seen and seen[0] == (True, b"seen")
+
+    def test_holding_records_ids_before_they_are_written(self, store):
+        from terra.store import hold_key
+
+        with store.holding(7):
+            oid = store.put(Blob("raw", {}, b"held")).id
+            with store.holding(8):  # a nested run holds its own
+                inner = store.put(Blob("raw", {}, b"inner")).id
+            again = store.put(Blob("raw", {}, b"again")).id
+        store.put(Blob("raw", {}, b"not held"))
+        with store.refs() as txn:
+            held = [k for k, _ in txn.scan(b"hold/")]
+        assert sorted(held) == sorted([hold_key(7, oid), hold_key(8, inner), hold_key(7, again)])
+
     def test_re_put_payload_refreshes_every_chunk(self, store, rng):
         a = rng.random(2 * CHUNK_SIZE // 8 + 10)
         res = store.put_payload("numpy", {}, a)

@@ -19,7 +19,7 @@ import pytest
 from terra.errors import StoreError, TerraError, UnsupportedFilesystem, UnsupportedFormat
 from terra.objects import CHUNK_SIZE, Blob, object_id
 from terra.store import FORMAT_VERSION, LMDBBackend, Store, check_local_filesystem, open_store
-from terra.store import _lmdb
+from terra.store import _disk
 
 MiB = 1 << 20
 
@@ -416,14 +416,14 @@ def test_network_filesystems_refused(path):
 
 def test_opening_on_nfs_refused_before_creating_anything(tmp_path, monkeypatch):
     fake = MOUNTINFO + f"40 27 0:50 / {tmp_path} rw,relatime - nfs server:/x rw\n"
-    monkeypatch.setattr(_lmdb, "_mountinfo", lambda: fake)
+    monkeypatch.setattr(_disk, "_mountinfo", lambda: fake)
     with pytest.raises(UnsupportedFilesystem):
         open_store(str(tmp_path / "s"))
     assert not (tmp_path / "s").exists()
 
 
 def test_real_mountinfo_is_local(tmp_path):
-    assert check_local_filesystem(str(tmp_path)) not in _lmdb.NETWORK_FILESYSTEMS
+    assert check_local_filesystem(str(tmp_path)) not in _disk.NETWORK_FILESYSTEMS
 
 
 def test_open_fails_cleanly_on_garbage(tmp_path):

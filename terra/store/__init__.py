@@ -1,12 +1,14 @@
 """Storage: the backend interface, its LMDB and in-memory implementations, and the object store."""
 
-from ._lmdb import LMDBBackend, check_local_filesystem
+from ._disk import check_local_filesystem, disk_full
+from ._lmdb import LMDBBackend
 from ._memory import MemoryBackend
-from ._store import FORMAT_VERSION, PutResult, Store
+from ._store import FORMAT_VERSION, HOLD_PREFIX, PutResult, Store, hold_key
 from .base import Backend, Reader, RefTxn
 
 __all__ = [
     "FORMAT_VERSION",
+    "HOLD_PREFIX",
     "Backend",
     "LMDBBackend",
     "MemoryBackend",
@@ -15,6 +17,8 @@ __all__ = [
     "RefTxn",
     "Store",
     "check_local_filesystem",
+    "disk_full",
+    "hold_key",
     "open_store",
 ]
 

@@ -1,9 +1,8 @@
 """LMDB backend, used the way LMDB's authors require.
 
-* One environment per store per process, shared by every handle; a child
-  after ``fork()`` opens its own and never closes the parent's (closing it
-  would free the parent's reader slots, py-lmdb's cached spare read
-  transaction included).
+* One environment per store per process, shared by every handle, safe
+  across ``fork()`` (see ``_env``); the short-lived state lives in a side
+  environment (see ``_state``).
 * The map starts at the requested size and grows on ``MapFull``; growth is
   serialized across processes with a file lock, and other processes adopt the
   new size when LMDB tells them (``MapResized``).
@@ -19,20 +18,20 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterable
 
 import lmdb
-import numpy as np
 
-from ..errors import StoreError, UnsupportedFilesystem
-from ..objects import CHUNK_SIZE
+from ..errors import StoreError
 from . import _framing
+from ._disk import check_local_filesystem, disk_full
+from ._env import Env, close_env, registered, shared_env
+from ._state import MergedRefs, boot_id, reset_if_rebooted
 from .base import Backend
 
-__all__ = ["LMDBBackend", "check_local_filesystem"]
+__all__ = ["LMDBBackend"]
 
 DEFAULT_MAP_SIZE = 1 << 30
 # Bytes written per transaction before committing, so one huge value does not
@@ -40,178 +39,6 @@ DEFAULT_MAP_SIZE = 1 << 30
 TXN_BYTES = 64 << 20
 _TIME = struct.Struct("<d")
 _GROW_STEP = 1 << 20
-# Largest join buffer kept between puts: one chunk and its header.
-_SCRATCH_MAX = CHUNK_SIZE + 64
-
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ncpfs", "fuse.sshfs",
-    "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph", "lustre", "9p", "fuse.s3fs",
-})
-
-
-def _mountinfo() -> str | None:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def check_local_filesystem(path: str, mountinfo: str | None = None) -> str:
-    """Return the filesystem type of ``path``; raise if LMDB cannot use it safely.
-
-    Raises:
-        UnsupportedFilesystem: ``path`` is on NFS, SMB or another network filesystem.
-    """
-    if mountinfo is None:
-        mountinfo = _mountinfo()
-        if mountinfo is None:  # not Linux: nothing to check against
-            return "unknown"
-    path = os.path.realpath(path)
-    best, fstype = "", "unknown"
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        mount = fields[4].replace("\\040", " ")
-        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, fstype = mount, right.split()[0]
-    if fstype in NETWORK_FILESYSTEMS:
-        raise UnsupportedFilesystem(
-            f"{path} is on a {fstype} filesystem; LMDB is unsafe on network "
-            "filesystems: put the store on a local disk and share it through a remote"
-        )
-    return fstype
-
-
-class _Env:
-    """The one LMDB environment of a store in this process."""
-
-    def __init__(self, path: str, map_size: int, readonly: bool, inherited: bool = False,
-                 volatile: bool = False):
-        self.path = path
-        self.pid = os.getpid()
-        self.lock = threading.RLock()
-        self.readonly = readonly
-        self.closed = False
-        # Read snapshots open in this process (under ``lock``): the map must
-        # not be resized while one is, or its zero-copy buffers would dangle.
-        self.open_readers = 0
-        self._scratch = None
-        try:
-            self.env = _open_lmdb(
-                path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
-                # NOMETASYNC: one fdatasync per commit and integrity is kept;
-                # writes that must be durable call env.sync() after committing.
-                sync=not volatile, metasync=False, lock=True, max_readers=254,
-                create=not readonly,
-            )
-        except lmdb.Error as e:
-            raise StoreError(f"cannot open store {path}: {e}") from e
-        try:
-            self.env.reader_check()  # free the slots of readers that died
-            while True:
-                try:
-                    self._open_dbs(readonly)
-                    break
-                except lmdb.MapResizedError:  # another process grew the map since we opened
-                    self.env.set_mapsize(0)
-        except lmdb.Error as e:
-            self.env.close()
-            raise StoreError(f"cannot open store {path}: {e}") from e
-
-    def scratch(self, n: int):
-        """A reused buffer of ``n`` bytes (call under ``lock``), or None if too large to keep."""
-        if n > _SCRATCH_MAX:
-            return None
-        if self._scratch is None or self._scratch.nbytes < n:
-            self._scratch = np.empty(max(n, 1 << 16), np.uint8)
-        return self._scratch
-
-    def _open_dbs(self, readonly: bool) -> None:
-        if readonly:
-            self.objects = self.env.open_db(b"objects", create=False)
-            self.times = self.env.open_db(b"otime", create=False)
-            self.refs = self.env.open_db(b"refs", create=False)
-            return
-        # Opening existing databases dirties nothing, so this commit writes
-        # nothing to an existing store (UnsupportedFormat leaves files untouched).
-        with self.env.begin(write=True) as txn:
-            self.objects = self.env.open_db(b"objects", txn=txn)
-            self.times = self.env.open_db(b"otime", txn=txn)
-            self.refs = self.env.open_db(b"refs", txn=txn)
-
-
-_ENVS: dict[str, _Env] = {}
-_ENVS_LOCK = threading.Lock()
-# Environments inherited across fork(): kept referenced so they are never
-# closed in the child. They still hold the parent's reader slots (py-lmdb
-# keeps a spare read transaction in one): closing them here would free those
-# slots under the parent's feet.
-_ABANDONED: list[_Env] = []
-
-
-def _shared_env(path: str, map_size: int, readonly: bool, volatile: bool = False) -> _Env:
-    # Lock order: an environment's lock before _ENVS_LOCK, never the reverse
-    # (a thread inside a read snapshot may open another handle).
-    while True:
-        with _ENVS_LOCK:
-            env = _ENVS.get(path)
-            if env is not None and env.pid != os.getpid():
-                _ABANDONED.append(env)
-                env = None
-            if env is None:
-                inherited = any(a.path == path and a.pid != os.getpid() for a in _ABANDONED)
-                env = _ENVS[path] = _Env(path, map_size, readonly, inherited, volatile)
-                return env
-            if not (env.readonly and not readonly):
-                return env
-        # Reopen writable: LMDB allows one environment per file per process,
-        # so the read-only one is closed; handles using it reopen transparently.
-        _close_env(env, "reopen it writable")
-
-
-def _close_env(env: _Env, why: str) -> None:
-    with env.lock:  # waits for reads and writes of other threads
-        if env.open_readers:  # this thread is inside a read: its buffers must stay valid
-            raise StoreError(f"store {env.path}: cannot {why} inside a read snapshot")
-        with _ENVS_LOCK:
-            if _ENVS.get(env.path) is env:
-                del _ENVS[env.path]
-            if not env.closed:
-                env.closed = True
-                env.env.close()
-
-
-def _open_lmdb(path: str, inherited: bool, **kw) -> lmdb.Environment:
-    if not inherited:
-        return lmdb.open(path, **kw)
-    # After fork() py-lmdb still counts the parent's environment as open in
-    # this process and refuses a second one. That environment is the
-    # parent's: its fcntl locks did not come along and it must never be
-    # closed here, so opening the child's own is what LMDB requires. Step
-    # past py-lmdb's guard for this one call (we hold _ENVS_LOCK).
-    try:
-        from lmdb import _envid
-    except ImportError:  # older py-lmdb: no guard
-        return lmdb.open(path, **kw)
-    keys = _envid.env_keys
-    _envid.env_keys = lambda p, subdir: (("terra-after-fork", os.getpid(), os.path.realpath(p)),)
-    try:
-        return lmdb.open(path, **kw)
-    finally:
-        _envid.env_keys = keys
-
-
-def _reset_after_fork() -> None:
-    # The lock of _ENVS may have been held by another thread at fork time.
-    global _ENVS_LOCK
-    _ENVS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _Snapshot:
@@ -336,93 +163,10 @@ class _RefTxn:
             found = cur.prev()
 
 
-class _MergedRefs:
-    """Refs seen through the durable environment, falling back to the volatile one.
-
-    Lock order everywhere: the durable environment, then the volatile one
-    (nothing holds the volatile lock while taking the durable one).
-    """
-
-    __slots__ = ("_state", "_main", "_s", "_m")
-
-    def __init__(self, state_snapshot, main_snapshot):
-        self._state, self._main = state_snapshot, main_snapshot
-
-    def __enter__(self):
-        self._m = self._main.__enter__()
-        try:
-            self._s = self._state.__enter__()
-        except BaseException:
-            self._main.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self._state.__exit__(*exc)
-        finally:
-            self._main.__exit__(*exc)
-        return False
-
-    def get(self, key):
-        v = self._m.get(key)
-        return self._s.get(key) if v is None else v
-
-    def scan(self, prefix, reverse=False):
-        a, b = self._m.scan(prefix, reverse), self._s.scan(prefix, reverse)
-        x, y = next(a, None), next(b, None)
-        while x is not None or y is not None:
-            if y is None or (x is not None and (x[0] > y[0] if reverse else x[0] < y[0])):
-                yield x
-                x = next(a, None)
-            elif x is None or x[0] != y[0]:
-                yield y
-                y = next(b, None)
-            else:  # both: the durable one wins
-                yield x
-                x, y = next(a, None), next(b, None)
-
-
-_BOOT_ID: list = []
-
-
-def _boot_id() -> str | None:
-    """This boot of the machine; unsynced state from an earlier boot may be torn."""
-    if not _BOOT_ID:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                _BOOT_ID.append(f.read().strip() or None)
-        except OSError:
-            _BOOT_ID.append(None)
-    return _BOOT_ID[0]
-
-
-def _reset_if_rebooted(path: str) -> None:
-    """Delete a volatile environment written before the last reboot.
-
-    It is opened without syncs, so a system crash may have torn it; and
-    everything in it (leases, runs in progress) died with that boot anyway.
-    """
-    boot = _boot_id()
-    marker = os.path.join(path, "boot_id")
-    with open(os.path.join(path, "reset.lock"), "a+b") as lf:
-        fcntl.flock(lf, fcntl.LOCK_EX)
-        try:
-            with open(marker) as f:
-                if f.read().strip() == boot:
-                    return
-        except OSError:
-            pass
-        for name in ("data.mdb", "lock.mdb"):
-            try:
-                os.remove(os.path.join(path, name))
-            except FileNotFoundError:
-                pass
-        with open(marker + ".tmp", "w") as f:
-            f.write(boot or "")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(marker + ".tmp", marker)
+def _touch(e, txn) -> None:
+    """Make a transaction commit (a write txn with no change commits nothing)."""
+    txn.put(b"\0touch", b"", db=e.times)
+    txn.delete(b"\0touch", db=e.times)
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -447,23 +191,23 @@ class LMDBBackend(Backend):
         self._map_size = map_size
         self._readonly = readonly
         self._volatile = volatile
-        self._last: _Env | None = None
+        self._last: Env | None = None
         self._state: LMDBBackend | None = None
         if volatile and not readonly:
-            _reset_if_rebooted(self.path)
+            reset_if_rebooted(self.path)
         self._env()  # open now so errors surface at open
 
-    def _env(self) -> _Env:
+    def _env(self) -> Env:
         e = self._last
-        if e is None or e.closed or e.pid != os.getpid() or _ENVS.get(self.path) is not e:
-            e = self._last = _shared_env(self.path, self._map_size, self._readonly, self._volatile)
+        if e is None or e.closed or e.pid != os.getpid() or registered(self.path) is not e:
+            e = self._last = shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
 
     # -- volatile state: leases and runs in progress ------------------------------------
 
     def _state_backend(self) -> "LMDBBackend | None":
         """The store's unsynced side environment, or None where it cannot be made safe."""
-        if self._volatile or _boot_id() is None:
+        if self._volatile or boot_id() is None:
             return None
         if self._state is None:
             path = os.path.join(self.path, "state")
@@ -482,7 +226,7 @@ class LMDBBackend(Backend):
         state = self._state_backend()
         if state is None:
             return self._read(False, _RefTxn.of)
-        return _MergedRefs(state._read(False, _RefTxn.of), self._read(False, _RefTxn.of))
+        return MergedRefs(state._read(False, _RefTxn.of), self._read(False, _RefTxn.of))
 
     def state_refs(self):
         state = self._state_backend()
@@ -490,7 +234,7 @@ class LMDBBackend(Backend):
 
     # -- transactions with growth and resize handling -------------------------------
 
-    def _adopt_size(self, e: _Env) -> None:
+    def _adopt_size(self, e: Env) -> None:
         """Pick up the map size another process has grown the store to."""
         if e.open_readers:
             raise StoreError(
@@ -499,7 +243,7 @@ class LMDBBackend(Backend):
             )
         e.env.set_mapsize(0)
 
-    def _grow(self, e: _Env, failed_size: int, need: int) -> None:
+    def _grow(self, e: Env, failed_size: int, need: int) -> None:
         if e.open_readers:
             raise StoreError(
                 f"store {self.path}: the map is full and cannot grow while a read snapshot is "
@@ -549,6 +293,9 @@ class LMDBBackend(Backend):
                 except lmdb.ReadonlyError as exc:
                     raise StoreError(f"store {self.path} is open read-only") from exc
                 except lmdb.Error as exc:
+                    full = disk_full(self.path, exc, need)
+                    if full is not None:
+                        raise full from exc
                     raise StoreError(f"store {self.path}: {exc}") from exc
 
     def _read(self, buffers: bool, wrap=None) -> "_Snapshot":
@@ -627,14 +374,15 @@ class LMDBBackend(Backend):
     def reading(self):
         return self._read(True, _Reader.of)
 
-    def delete_many(self, keys, older_than=None):
+    def delete_many(self, keys, older_than=None, keep=None):
         keys = [bytes(k) for k in keys]
 
         def do(e, txn, part):
             n = size = 0
+            spare = self._spare(e, txn, keep) if keep is not None else ()
             for key in part:
                 v = txn.get(key, db=e.objects)
-                if v is None:
+                if v is None or key in spare:
                     continue
                 if older_than is not None:
                     t = txn.get(key, db=e.times)
@@ -647,12 +395,29 @@ class LMDBBackend(Backend):
                 n += 1
             return n, size
 
+        with self._locked() as e:
+            e.env.reader_check()  # a dead reader's snapshot would keep the freed pages from reuse
         total_n = total_size = 0
         for i in range(0, len(keys), 10_000):  # keep write transactions short
             part = keys[i : i + 10_000]
             n, s = self._write(lambda e, txn, part=part: do(e, txn, part))
             total_n, total_size = total_n + n, total_size + s
+        if total_n:
+            # LMDB reuses the pages a transaction freed only once a later one
+            # has committed (the previous meta page still names them): commit
+            # one now, so the next write can use the space, not grow the file.
+            self._write(_touch, durable=False)
         return total_n, total_size
+
+    def _spare(self, e, txn, keep) -> set:
+        """``keep(reader, refs, state)`` inside the write transaction ``txn``."""
+        refs = _RefTxn(txn, e.refs)
+        state = self._state_backend()
+        if state is None:  # the state shares this environment: read it in this transaction
+            return keep(_Reader(txn, e.objects), refs, refs)
+        # Lock order: the durable environment (held here), then the volatile one.
+        with state._read(False, _RefTxn.of) as st:
+            return keep(_Reader(txn, e.objects), refs, st)
 
     def iter_ids(self, prefix=b""):
         # Batches, so no read transaction stays open while the caller works.
@@ -688,6 +453,10 @@ class LMDBBackend(Backend):
         with self._locked() as e:
             return {**e.env.info(), **e.env.stat(), "path": self.path}
 
+    def is_open(self) -> bool:
+        """Whether this process has an environment of the store open (one inherited across fork() counts)."""
+        return registered(self.path) is not None
+
     def close(self) -> None:
         """Close this process's environment of the store.
 
@@ -697,9 +466,8 @@ class LMDBBackend(Backend):
         Raises:
             StoreError: called inside a read snapshot of the store.
         """
-        with _ENVS_LOCK:
-            e = _ENVS.get(self.path)
+        e = registered(self.path)
         if e is not None and e.pid == os.getpid():  # never close one inherited across fork()
-            _close_env(e, "close it")
+            close_env(e, "close it")
         if self._state is not None:
             self._state.close()

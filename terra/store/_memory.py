@@ -83,12 +83,14 @@ class MemoryBackend(Backend):
         with self._lock:
             yield self._objects
 
-    def delete_many(self, keys, older_than=None):
+    def delete_many(self, keys, older_than=None, keep=None):
         n = size = 0
         with self._lock:
+            refs = _Refs(self._refs, False)
+            spare = keep(self._objects, refs, refs) if keep is not None else ()
             for key in keys:
                 key = bytes(key)
-                if key not in self._objects:
+                if key not in self._objects or key in spare:
                     continue
                 if older_than is not None and self._times[key] >= older_than:
                     continue

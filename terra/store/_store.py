@@ -32,7 +32,7 @@ from . import _framing
 from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
 
-__all__ = ["FORMAT_VERSION", "PutResult", "Store"]
+__all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]
 
 # 2: run records carry their origin and name their parents by record id (terra.runs migrates 1).
 # 3: every ref value carries a checksum (``_refs``); older stores are sealed when opened writable.
@@ -44,6 +44,17 @@ _HASH_KEY = b"meta/hash"
 _UUID_KEY = b"meta/uuid"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
 _WORKERS = max(2, min(4, os.cpu_count() or 1))
+
+#: Short-lived state keys ``hold/<run_id:8><id:16>``: ids a run in progress
+#: has written or is about to write. gc never deletes a held id, nor what it
+#: refers to, while the run holding it is alive.
+HOLD_PREFIX = b"hold/"
+
+
+def hold_key(run_id: int, oid: bytes = b"") -> bytes:
+    """The short-lived state key holding ``oid`` for run ``run_id`` (its prefix when ``oid`` is empty)."""
+    return HOLD_PREFIX + int(run_id).to_bytes(8, "big") + bytes(oid)
+
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
@@ -191,6 +202,7 @@ class Store:
         unique: dict[ObjectId, Object] = {}
         for oid, obj in pairs:
             unique.setdefault(oid, obj)
+        self._hold(unique)
         present = self.backend.has_many(list(unique))
         todo = [(oid, obj) for (oid, obj), p in zip(unique.items(), present) if not p]
         new: dict[ObjectId, bool] = {}
@@ -269,9 +281,20 @@ class Store:
         """Whether ``oid`` is stored (not verified)."""
         return self.backend.has_many([self._oid(oid)])[0]
 
-    def delete(self, oids: Iterable[ObjectId], older_than: float | None = None) -> tuple[int, int]:
-        """Delete objects (only those last written before ``older_than``); returns (count, bytes)."""
-        return self.backend.delete_many(oids, older_than)
+    def delete(self, oids: Iterable[ObjectId], older_than: float | None = None,
+               keep: Callable | None = None) -> tuple[int, int]:
+        """Delete objects (only those last written before ``older_than``); returns (count, bytes).
+
+        ``keep(reader, refs, state)`` is called inside each delete transaction
+        (see :meth:`Backend.delete_many`) and returns ids to spare.
+        """
+        if keep is not None and self._sealed:  # it reads refs: verified like every read
+            user_keep = keep
+
+            def keep(reader, refs, state):
+                sealed = SealedTxn(refs)
+                return user_keep(reader, sealed, sealed if state is refs else SealedTxn(state))
+        return self.backend.delete_many(oids, older_than, keep)
 
     def iter_ids(self, prefix: str = "") -> Iterator[ObjectId]:
         """Every stored id, in order, optionally only those starting with hex ``prefix``."""
@@ -335,11 +358,33 @@ class Store:
         visible together, at the cost of one sync.
         """
         framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
+        self._hold([oid for oid, _ in framed])
         return self.backend.commit(framed, lambda txn: fn(self._txn(txn)))
 
     def deferred(self):
         """Within this context, object writes skip their sync; the next durable commit covers them."""
         return _Deferred(self)
+
+    def holding(self, run_id: int) -> "_Holding":
+        """Within this context, every id this thread writes is held for run ``run_id``.
+
+        The ids are recorded in the short-lived state before their bytes are
+        written (or their existence is relied on), so a concurrent gc never
+        deletes them however short its grace period. The run's end clears
+        them (``hold_key(run_id)`` prefix) once its record is committed.
+        """
+        return _Holding(self, run_id)
+
+    def _hold(self, oids) -> None:
+        rid = getattr(self._local, "hold", None)
+        if rid is None or not oids:
+            return
+        keys = [hold_key(rid, oid) for oid in oids]
+
+        def put(txn):
+            for k in keys:
+                txn.put(k, b"")
+        self.update_state(put)
 
     def state_refs(self):
         """A read snapshot of the short-lived state alone."""
@@ -374,6 +419,22 @@ class Store:
         enc = _framing.unframe(oid, raw)
         _verify(oid, enc)
         return enc
+
+
+class _Holding:
+    __slots__ = ("store", "run_id", "before")
+
+    def __init__(self, store, run_id):
+        self.store, self.run_id = store, run_id
+
+    def __enter__(self):
+        self.before = getattr(self.store._local, "hold", None)
+        self.store._local.hold = self.run_id
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store._local.hold = self.before
+        return False
 
 
 class _Deferred:

@@ -69,8 +69,16 @@ class Backend(ABC):
         """A consistent read snapshot."""
 
     @abstractmethod
-    def delete_many(self, keys: Iterable[bytes], older_than: float | None = None) -> tuple[int, int]:
-        """Delete ``keys`` (only those last written before ``older_than``); return (count, bytes)."""
+    def delete_many(self, keys: Iterable[bytes], older_than: float | None = None,
+                    keep: Callable[[Reader, RefTxn, RefTxn], set] | None = None) -> tuple[int, int]:
+        """Delete ``keys`` (only those last written before ``older_than``); return (count, bytes).
+
+        ``keep(reader, refs, state)``, when given, is called inside every
+        delete transaction with a reader of the objects, the refs and the
+        short-lived state as they are at that moment; the ids it returns are
+        not deleted. Writers cannot commit in between, so a collector can
+        spare what a run began to need after it marked.
+        """
 
     @abstractmethod
     def iter_ids(self, prefix: bytes = b"") -> Iterator[tuple[bytes, int, float]]:
