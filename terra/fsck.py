@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from . import runs as R
-from .errors import StoreError
+from .errors import CorruptRef, StoreError
 from .gc import Progress
 from .objects import ObjectId, Run, decode, digest, references
 from .store import Store, _framing
@@ -259,7 +259,10 @@ def fsck(store: Store | None = None, progress: Progress | None = None, repair: b
 def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
     t0 = time.time()
     rep, sc = FsckReport(), _Scan()
-    sc.uuid = store.uuid
+    try:
+        sc.uuid = store.uuid
+    except CorruptRef as e:  # runs made here cannot be told from pulled ones: reported, checks go on
+        rep.index_problems.append(str(e))
     _read_objects(store, rep, sc, progress)
     _read_refs(store, rep, sc)
     missing: set[bytes] = set()

@@ -726,3 +726,13 @@ def test_failure_before_the_record_leaves_no_lease(tmp_path, subprocess_env):
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "s")], capture_output=True, text=True,
                        env=subprocess_env, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "2", p.stderr
+
+
+def test_damaged_store_identity_is_a_terra_error(iris, store, tmp_path):
+    # meta/ entries carry no checksum (read before the format is known): they are checked for shape.
+    _raw_put(store, tmp_path, b"meta/uuid", b"0123456789abcdef0123456789abcd\xf0f")
+    store.__dict__.pop("_uuid", None)
+    with pytest.raises(terra.CorruptObject, match="meta/uuid"):
+        store.uuid
+    report = terra.fsck()
+    assert not report.ok and any("meta/uuid" in p for p in report.index_problems)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from ..errors import AmbiguousPrefix, CorruptObject, NotFound, UnsupportedFormat
+from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
     CHUNK_SIZE,
     HASH_ALGORITHM,
@@ -180,6 +180,11 @@ class Store:
                         txn.put(_UUID_KEY, fresh)
                     return old or fresh
                 raw = self.backend.update_refs(init)
+            if raw is not None:  # a meta entry carries no checksum: it must look like one
+                raw = bytes(raw)
+                if len(raw) != 32 or any(c not in b"0123456789abcdef" for c in raw):
+                    raise CorruptRef(f"store {getattr(self.backend, 'path', '')}: its identity (meta/uuid) "
+                                     f"is damaged: {raw[:40]!r}")
             u = self._uuid = raw.decode() if raw is not None else None
         return u
 
