@@ -92,13 +92,11 @@ def _inspect(oid: bytes, raw):
         enc = _framing.unframe(oid, raw)
         if digest((enc,)) != oid:
             return False, [], None
-        head = bytes(enc[:8])
-        if head[1:6] == b"\xa4blob" or head[1:7] == b"\xa5chunk":  # leaves: nothing to decode
-            return True, [], None
+        # Well-formed too (e.g. a Chunked's size fits its chunk count); its references come with it.
         obj = decode(enc)
-        return True, list(references(obj)), (obj.fields if isinstance(obj, Run) else None)
     except Exception:  # noqa: BLE001 - undecodable bytes are corruption
         return False, [], None
+    return True, list(references(obj)), (obj.fields if isinstance(obj, Run) else None)
 
 
 @dataclass
