@@ -18,7 +18,9 @@ from .errors import (
     SerializationError,
     TerraError,
     UnsupportedFormat,
+    UntrustedObject,
 )
+from .files import File
 from .fsck import fsck
 from .gc import compact, du, gc
 from .io import Artifact
@@ -62,11 +64,13 @@ __all__ = [
     "AmbiguousPrefix",
     "Artifact",
     "CorruptObject",
+    "File",
     "NotFound",
     "SerializationError",
     "Task",
     "TerraError",
     "UnsupportedFormat",
+    "UntrustedObject",
     "compact",
     "configure",
     "du",

@@ -10,6 +10,8 @@ __all__ = [
     "AmbiguousPrefix",
     "ConfigError",
     "CorruptObject",
+    "CorruptRef",
+    "DamagedRefWarning",
     "LeaseTimeout",
     "NotFound",
     "NotifyError",
@@ -21,6 +23,7 @@ __all__ = [
     "TerraError",
     "UnsupportedFilesystem",
     "UnsupportedFormat",
+    "UntrustedObject",
 ]
 
 
@@ -69,6 +72,14 @@ class CorruptObject(TerraError, ValueError):
     """Stored bytes do not hash to the id they are stored under."""
 
 
+class CorruptRef(CorruptObject):
+    """A ref entry (run, index, tag, counter) fails its checksum or disagrees with its record."""
+
+
+class DamagedRefWarning(UserWarning):
+    """A damaged ref entry was skipped (listing) or ignored (a cache hit recomputed)."""
+
+
 class SerializationError(TerraError, TypeError):
     """A value cannot be encoded (or decoded) faithfully."""
 
@@ -87,6 +98,15 @@ class TaskError(TerraError, ValueError):
 
 class LeaseTimeout(TerraError, TimeoutError):
     """Waiting for another process computing the same call took too long."""
+
+
+class UntrustedObject(TerraError):
+    """Loading a stored object would run code terra cannot vouch for.
+
+    A stored class path names something other than the kind its codec builds
+    (an Enum, a dataclass...), or a pickle was not written by this user
+    (``allow_foreign_pickles`` / ``--trust`` opt in).
+    """
 
 
 class NotifyError(TerraError):

@@ -6,7 +6,7 @@ ref space holds the mutable parts, all keyed so prefix scans answer queries:
     counter/committed                 highest run id committed
     run/<id:8>                        msgpack: status, task, start, record id
     task/<identity>\\0<id:8>           status, one byte (runs of a task)
-    cache/<key:16>                    <id:8> + msgpack output entry (cache hits)
+    cache/<key:16>                    <id:8> + msgpack output entry and record id (cache hits)
     edge/c/<consumer:8><producer:8><artifact:16>   inputs of a run
     edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
     tag/<name>                        <id:8>
@@ -17,6 +17,14 @@ Records mean the same in every store: ``origin`` is ``[store uuid, run id]``
 where the run was made, and ``parents`` lists the producer runs by record id
 (32 hex), never by local run id. Readers translate them back to local run ids
 through ``record/``; pulled runs get local ids of their own.
+
+Every value is stored sealed with a checksum over key and value
+(``terra.store._refs``): reads verify it, a damaged entry raises
+``CorruptRef`` (``get``) or is skipped and reported (``scan``). A cache entry
+is served only once the verified record of the run it names confirms it
+(:func:`cache_hit`), so a wrong value needs a wrong entry *and* a record
+agreeing with it. A record names its run (``origin`` if made here, else
+``record/``), so ``terra fsck --repair`` rebuilds the indexes from them.
 
 A run in progress is short-lived state (``Store.update_state``): its
 ``run/`` and ``task/`` entries, its ``lease/<key:16>`` (pid, host, expiry)
@@ -34,7 +42,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import NotFound
+from .errors import CorruptRef, NotFound
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
@@ -45,6 +53,7 @@ __all__ = [
     "get_run",
     "get_run_dir",
     "inp",
+    "input_entries",
     "out",
     "output_view",
     "run_ref",
@@ -102,6 +111,29 @@ def k_record(record: bytes) -> bytes:
     return b"record/" + bytes(record)
 
 
+def get_or_damaged(txn, key: bytes) -> bytes | None:
+    """``txn.get(key)``, None when the entry is damaged (for writers that overwrite it)."""
+    try:
+        return txn.get(key)
+    except CorruptRef:
+        return None
+
+
+def committed(txn) -> int:
+    """The highest run id committed durably: its counter, or the highest run entry if higher.
+
+    A damaged or lost counter must never make run ids be handed out twice, so the
+    last ``run/`` key (checksums unchecked: a damaged entry still holds its id) backs it up.
+    """
+    try:
+        raw = txn.get(K_COMMITTED)
+        counter = int.from_bytes(raw, "big") if raw else 0
+    except CorruptRef:
+        counter = 0
+    last = next(iter(getattr(txn, "txn", txn).scan(b"run/", True)), None)
+    return max(counter, int.from_bytes(last[0][4:12], "big") if last else 0)
+
+
 def status_byte(status: str) -> bytes:
     return _STATUS_BYTE[status]
 
@@ -133,18 +165,31 @@ def is_inline(value) -> bool:
         return True
     if t is int:
         return -(1 << 63) <= value < (1 << 64)
-    if t is str:
-        return len(value) <= _INLINE_MAX // 4
+    if t is str:  # msgpack cannot hold lone surrogates: such strings are stored as values
+        return len(value) <= _INLINE_MAX // 4 and (value.isascii() or _utf8(value))
     if t is bytes:
         return len(value) <= _INLINE_MAX
     return False
 
 
-def pack_entry(entry) -> bytes:
-    """A record entry (inline value or ObjectId) as msgpack bytes for an index."""
-    if isinstance(entry, ObjectId):
-        return pack({"id": bytes(entry)})
-    return pack({"v": entry})
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def pack_entry(entry, record: bytes | None = None) -> bytes:
+    """A record entry (inline value or ObjectId) as msgpack bytes for an index.
+
+    ``record``: the id of the run record that holds it (cache entries), so a hit
+    is confirmed against that record in one read.
+    """
+    d = {"id": bytes(entry)} if isinstance(entry, ObjectId) else {"v": entry}
+    if record is not None:
+        d["r"] = bytes(record)
+    return pack(d)
 
 
 def unpack_entry(b: bytes):
@@ -160,12 +205,92 @@ def run_ref(store: Store, run_id: int) -> dict:
 
     Raises:
         NotFound: no run has this id.
+        CorruptRef: its entry is damaged.
     """
     with store.refs() as txn:
         raw = txn.get(k_run(run_id))
     if raw is None:
         raise NotFound(f"no run with run_id={run_id!r}")
-    return unpack(raw)
+    return decode_run_ref(run_id, raw)
+
+
+def decode_run_ref(run_id: int, raw: bytes) -> dict:
+    """A ``run/`` entry's value as a dict.
+
+    Raises:
+        CorruptRef: it is not one (a checksummed entry written wrongly, or a legacy store's damage).
+    """
+    try:
+        ref = unpack(raw)
+    except Exception as e:  # noqa: BLE001 - any undecodable entry is damage
+        raise CorruptRef(f"run {run_id}: its entry cannot be decoded ({type(e).__name__}); "
+                         "run `terra fsck --repair`") from None
+    if not isinstance(ref, dict) or not isinstance(ref.get("record", None), (bytes, type(None))):
+        raise CorruptRef(f"run {run_id}: its entry is not a run entry; run `terra fsck --repair`")
+    return ref
+
+
+def verified_record(store: Store, run_id: int, ref: dict) -> Run:
+    """The verified ``Run`` record a run entry names, checked to be that run's.
+
+    Raises:
+        CorruptRef: it names something that is not this run's record.
+        NotFound, CorruptObject: the record is missing or damaged.
+    """
+    rec = bytes(ref["record"])
+    obj = store.get(ObjectId(rec))
+    if not isinstance(obj, Run) or local_run_id(store, rec, obj.fields) not in (run_id, None):
+        raise CorruptRef(f"run {run_id}: its entry names object {rec.hex()}, "
+                         "which is not its record; run `terra fsck --repair`")
+    return obj
+
+
+def local_run_id(store: Store, record: bytes, fields: dict) -> int | None:
+    """The local run id a verified record belongs to, or None where nothing says.
+
+    A run made here names itself in its ``origin``; a pulled run through the
+    ``record/`` index; a record older than both (format 1) names no run.
+    """
+    origin = fields.get("origin")
+    if isinstance(origin, (list, tuple)) and len(origin) == 2 and origin[0] == store.uuid:
+        return origin[1] if isinstance(origin[1], int) else -1
+    with store.refs() as txn:
+        raw = get_or_damaged(txn, k_record(record))
+    return int.from_bytes(raw, "big") if raw and len(raw) == 8 else None
+
+
+def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
+    """The run id and output entry of a cache entry, confirmed by that run's verified record.
+
+    The output comes from the record, not from the entry; the record (named by
+    the entry, or by the run's entry for caches written before records were
+    named) must be this run's, successful, with this cache key and this output.
+    Confirmations are remembered per store for the exact entry bytes, so a
+    repeated hit costs one get and one dict lookup; a first hit one record read.
+
+    Raises:
+        CorruptRef: the entry does not match the record it names (or either is unreadable).
+    """
+    memo = store.__dict__.setdefault("_confirmed_hits", {})
+    k = (key, raw)
+    hit = memo.get(k)
+    if hit is not None:
+        return hit
+    rid = int.from_bytes(raw[:8], "big")
+    try:
+        d = unpack(raw[8:])
+        rec = d.get("r") or run_ref(store, rid).get("record")
+        fields = verified_record(store, rid, {"record": rec}).fields if rec else {}
+        ok = (fields.get("status") == "success" and bytes(fields.get("cache_key") or b"") == bytes(key)
+              and pack_entry(fields.get("output")) == pack_entry(unpack_entry(raw[8:])))
+    except Exception as e:  # noqa: BLE001 - whatever fails, the hit is not confirmed
+        raise CorruptRef(f"cache entry {bytes(key).hex()} (run {rid}) cannot be confirmed: {e}") from None
+    if not ok:
+        raise CorruptRef(f"cache entry {bytes(key).hex()} does not match the record of run {rid}")
+    if len(memo) > 65536:
+        memo.clear()
+    hit = memo[k] = (rid, fields.get("output"))
+    return hit
 
 
 def _check_id(run_id) -> int:
@@ -189,9 +314,7 @@ def get_run(run_id: int, store: Store | None = None) -> dict:
         fields = dict(ref)
         fields.pop("record", None)
     else:
-        obj = store.get(ObjectId(rec))
-        assert isinstance(obj, Run)
-        fields = dict(obj.fields)
+        fields = dict(verified_record(store, run_id, ref).fields)
     fields["run_id"] = run_id
     fields["status"] = _live_status(fields, ref)
     if fields.get("parents"):
@@ -210,12 +333,15 @@ def record_of(txn, run_id: int) -> bytes | None:
 
 
 def run_of_record(txn, record: bytes) -> int | None:
-    """The local run id whose record is ``record`` (None if no run here has it, or it was removed)."""
-    raw = txn.get(k_record(record))
+    """The local run id whose record is ``record`` (None if no run here has it, or it was removed).
+
+    A damaged entry counts as absent (fsck reports it; ``fsck --repair`` rebuilds it).
+    """
+    raw = get_or_damaged(txn, k_record(record))
     if raw is None:
         return None
     rid = int.from_bytes(raw, "big")
-    return rid if txn.get(k_run(rid)) is not None else None
+    return rid if get_or_damaged(txn, k_run(rid)) is not None else None
 
 
 def parent_records(store: Store, run_ids) -> list[str]:
@@ -295,7 +421,9 @@ def migrate(store: Store) -> int:
             ref["record"] = bytes(oid)
             txn.put(k_run(rid), pack(ref))
             txn.put(k_record(oid), rid8(rid))
-        txn.put(K_FORMAT, str(RECORD_FORMAT).encode())
+        from .store._store import FORMAT_VERSION
+
+        txn.put(K_FORMAT, str(FORMAT_VERSION).encode())  # its refs were sealed when the store opened
 
     store.commit(objs, commit)
     return len(objs)
@@ -344,7 +472,12 @@ def get_meta(run_id: int, store: Store | None = None) -> dict:
 
 
 def inp(run_id: int, store: Store | None = None) -> dict:
-    """The inputs of a run: ``{name: value}`` for primitives, Artifacts otherwise."""
+    """The inputs of a run: ``{name: value}`` for primitives, Artifacts otherwise.
+
+    ``*args`` comes back as one tuple and ``**kwargs`` as one dict, each under
+    its parameter name, their elements shown the same way. A file input is an
+    Artifact of the file's content (``.load()`` restores a copy, a Path).
+    """
     from .io import Artifact
 
     store = store or _store()
@@ -354,10 +487,56 @@ def inp(run_id: int, store: Store | None = None) -> dict:
         return {}
     tree = store.get(tree_id)
     producers = _producers(store, run_id)
+
+    def leaf(entry):
+        return Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
+
+    var = _var_names(tree)
     out = {}
     for name, entry in tree.entries:
-        out[name] = Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
+        if name in var:
+            items = _var_items(store, name, entry, tree.meta)
+            out[name] = (tuple(leaf(e) for _, e in items) if name == tree.meta.get("var_positional")
+                         else {k: leaf(e) for k, e in items})
+        else:
+            out[name] = leaf(entry)
     return out
+
+
+def input_entries(store: Store, tree: Tree) -> dict[str, Any]:
+    """A run's input entries by place: named parameters by name, ``args[0]``, ``kwargs['key']``.
+
+    ``tree`` is the run's inputs Tree; the places are those named in its
+    ``files`` meta. Each place is unambiguous: a ``**kwargs`` key is shown
+    quoted inside its parameter's brackets.
+    """
+    var = _var_names(tree)
+    out: dict[str, Any] = {}
+    for name, entry in tree.entries:
+        if name in var:
+            out.update((f"{name}[{k!r}]", e) for k, e in _var_items(store, name, entry, tree.meta))
+        else:
+            out[name] = entry
+    return out
+
+
+def _var_names(tree: Tree) -> set:
+    return {tree.meta.get("var_positional"), tree.meta.get("var_keyword")} - {None}
+
+
+def _var_items(store: Store, name: str, entry, meta: dict) -> list[tuple[Any, Any]]:
+    """``(index or keyword, entry)`` for each element of a recorded ``*args`` tuple or ``**kwargs`` dict."""
+    obj = store.get(entry)
+    if name == meta.get("var_positional"):
+        return list(enumerate(obj.entries))
+    items = []
+    for k, e in obj.entries:
+        if isinstance(k, ObjectId):  # a long keyword name, stored as a value of its own
+            from .serialize import load_value
+
+            k = load_value(store, k)
+        items.append((k, e))
+    return items
 
 
 def _producers(store: Store, run_id: int) -> dict[bytes, int]:
@@ -379,7 +558,6 @@ def out(run_id: int, store: Store | None = None):
     return output_view(store, rec.get("output"), run_id)
 
 
-_PRIMITIVE_TYPES = {"str", "bytes", "int", "float", "bool", "NoneType", "None"}
 _skeletons: dict[bytes, Any] = {}
 
 
@@ -411,7 +589,7 @@ class _Literal:
 
 
 def _skeleton(store: Store, oid: ObjectId):
-    from .serialize import load_value, summarize
+    from .serialize import plain_value
 
     obj = store.get(oid)
     if isinstance(obj, Tree) and obj.type in ("dict", "list", "tuple"):
@@ -420,8 +598,10 @@ def _skeleton(store: Store, oid: ObjectId):
             return ("dict", items)
         return (obj.type, [_entry_skeleton(store, e) for e in obj.entries])
     try:
-        if summarize(store, oid).get("type") in _PRIMITIVE_TYPES:
-            return _Literal(load_value(store, oid))
+        # By codec, not by the type a stored meta claims: a view never unpickles.
+        plain, value = plain_value(store, oid)
+        if plain:
+            return _Literal(value)
     except Exception:  # noqa: BLE001 - anything unreadable stays an Artifact
         pass
     return _Leaf(oid)
