@@ -181,10 +181,10 @@ def test_map_on_executor(kind, tmp_path, python, subprocess_env):
         while time.time() < deadline:
             with current_store().state_refs() as txn:
                 held = [R.unpack(v) for _, v in txn.scan(b"lease/")]
-            if not any(R._alive(h["host"], h["pid"], h["expires"]) for h in held):
+            if not any(R.alive(h["host"], h["pid"], h["expires"]) for h in held):
                 break
             time.sleep(0.1)
-        assert len(held) <= 1 and not any(R._alive(h["host"], h["pid"], h["expires"]) for h in held)
+        assert len(held) <= 1 and not any(R.alive(h["host"], h["pid"], h["expires"]) for h in held)
 
 
 def test_ctrl_c_cancels_pending_calls_and_leaves_no_lease(tmp_path, python, subprocess_env):
