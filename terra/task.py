@@ -26,7 +26,6 @@ from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
 from .fingerprint import fingerprint
-from .environment import environment
 from .io import Artifact
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
@@ -378,7 +377,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         extra["run_id"] = run_id
     fields: dict[str, Any] = {
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
-        "cache_key": key, "start_time": start, **environment(t.fn),
+        "cache_key": key, "start_time": start, **_environment(t.fn),
     }
     fp = fingerprint(t.fn)
     fields["fingerprint"] = fp.digest
@@ -458,6 +457,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if exc is not None:
         raise exc
     return run_id, view
+
+
+def _environment(fn) -> dict:
+    from .environment import environment  # platform, subprocess, git: loaded by the first miss
+
+    return environment(fn)
 
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:

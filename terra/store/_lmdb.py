@@ -313,11 +313,11 @@ class LMDBBackend(Backend):
             flush(True)
         return out
 
-    def commit(self, items, fn):
+    def commit(self, items, fn, hold=None):
         items = [(bytes(k), v) for k, v in items]
         size = sum(_framing.size(v) for _, v in items if v is not None)
         if size >= TXN_BYTES:  # keep write transactions short: objects first
-            return super().commit(items, fn)
+            return super().commit(items, fn, hold)
 
         def do(e, txn):
             self._put_in(e, txn, items)
