@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import html
+from typing import Any, Union
 
 from .errors import NotFound
 from .objects import ObjectId
 from ._format import human_size as _size
 from .session import store_at
 
-__all__ = ["Artifact"]
+__all__ = ["Artifact", "TaskOutput"]
+
+#: What calling a task returns: an :class:`Artifact` for a stored value, the value
+#: itself when it is kept inline (None, bools, numbers, short strings), or the
+#: returned container (dict, list, tuple) with such leaves.
+TaskOutput = Union["Artifact", dict[Any, Any], list[Any], tuple[Any, ...], int, float, str, bytes, bool, None]
 
 
 _UNRESOLVED = object()
@@ -138,9 +144,16 @@ class Artifact:
         return f"Artifact({self.id[:12]}{run}: {self._describe()})"
 
     def _repr_html_(self) -> str:
+        """A notebook preview: frame head, array summary, figure image or text; pickles are not opened."""
+        from .preview import preview_html
+
         run = f" from run {self.run_id}" if self.run_id is not None else ""
+        try:
+            body = preview_html(self)
+        except Exception as e:  # noqa: BLE001 - a repr must never raise
+            body = f"<span>unreadable: {html.escape(type(e).__name__)}</span>"
         return (f"<div><b>terra Artifact</b> <code>{self.id[:12]}</code>{html.escape(run)}"
-                f"<br/><span>{html.escape(self._describe())}</span></div>")
+                f"<br/><span>{html.escape(self._describe())}</span>{body}</div>")
 
 
 def _fetch_missing(store, oid: ObjectId) -> int:

@@ -119,6 +119,35 @@ def get_artifact(id_or_prefix: str, store: Store | None = None):
     return Artifact(oid, R.producer_of(store, oid), store.root)
 
 
-def load(id_or_prefix: str, store: Store | None = None):
-    """The value stored under this id or unique id prefix."""
-    return get_artifact(id_or_prefix, store).load()
+def load(x, store: Store | None = None):
+    """The value of ``x``: an Artifact, an id or unique id prefix, or any dict/list/tuple of them.
+
+    Containers are rebuilt with every Artifact inside loaded (``terra.load(splits)``
+    gives ``{"train": array, "test": array}``); other leaves are returned as they are.
+
+    Raises:
+        NotFound: an id or prefix matches nothing. AmbiguousPrefix: a prefix matches several objects.
+    """
+    from .io import Artifact
+
+    if isinstance(x, str):
+        return get_artifact(x, store).load()
+    if isinstance(x, Artifact):
+        return x.load()
+    if isinstance(x, dict):
+        return {k: _load_leaf(v, store) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        items = [_load_leaf(v, store) for v in x]
+        if hasattr(x, "_fields"):  # a namedtuple
+            return type(x)(*items)
+        return items if isinstance(x, list) else tuple(items)
+    raise TypeError(f"terra.load takes an Artifact, an id, or a dict/list/tuple of Artifacts; got {type(x).__name__}")
+
+
+def _load_leaf(v, store):
+    """Inside a container, strings are values, not ids: only Artifacts and containers are loaded."""
+    from .io import Artifact
+
+    if isinstance(v, (Artifact, dict, list, tuple)):
+        return load(v, store)
+    return v

@@ -81,7 +81,7 @@ def tag(run_id, name: str, force: bool = False, store: Store | None = None) -> i
         NotFound: no such run. TerraError: a bad name, or the tag names another run.
     """
     store = store or _store()
-    if not isinstance(name, str) or not _TAG_NAME.match(name) or name.isdigit():
+    if not isinstance(name, str) or not _TAG_NAME.fullmatch(name) or name.isdigit():
         raise TerraError(f"bad tag name {name!r}: use letters, digits and _.-+@, starting with a letter")
     rid = resolve_run(run_id, store)
 
@@ -139,7 +139,7 @@ def resolve_run(ref, store: Store | None = None) -> int:
         ref = int(ref.strip())
     with store.refs() as txn:
         if isinstance(ref, int):
-            if txn.get(R.k_run(ref)) is None:
+            if not 0 <= ref < 1 << 64 or txn.get(R.k_run(ref)) is None:  # ids are 8-byte keys
                 raise NotFound(f"no run with run_id={ref}")
             return ref
         if isinstance(ref, str):

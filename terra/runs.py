@@ -171,9 +171,11 @@ def run_ref(store: Store, run_id: int) -> dict:
 def _check_id(run_id) -> int:
     if isinstance(run_id, bool) or not isinstance(run_id, int):
         try:
-            return int(str(run_id))
+            run_id = int(str(run_id))
         except ValueError:
             raise NotFound(f"run_id must be an integer, got {run_id!r}") from None
+    if not 0 <= run_id < 1 << 64:  # run ids are 8-byte keys: nothing outside can exist
+        raise NotFound(f"no run with run_id={run_id!r}")
     return run_id
 
 
@@ -319,9 +321,26 @@ def _alive(host, pid, expires=None) -> bool:
 
 
 def get_meta(run_id: int, store: Store | None = None) -> dict:
-    """Metadata of a run: task, status, times, host, versions, git, error..."""
+    """Metadata of a run for people to read: task, status, times, host, versions, git, error...
+
+    Times (``start_time``, ``end_time``) are timezone-aware datetimes in local
+    time and ``duration`` is in seconds; ids (``cache_key``) are hex strings.
+    :func:`get_run` gives the raw record (epoch seconds, bytes).
+    """
+    import datetime as _dt
+
     rec = get_run(run_id, store)
-    return {k: v for k, v in rec.items() if k not in ("inputs", "output", "log", "run_dir_tree")}
+    meta = {k: v for k, v in rec.items() if k not in ("inputs", "output", "log", "run_dir_tree")}
+    start, end = meta.get("start_time"), meta.get("end_time")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        meta["duration"] = end - start
+    for k in ("start_time", "end_time", "expires"):
+        if isinstance(meta.get(k), (int, float)):
+            meta[k] = _dt.datetime.fromtimestamp(meta[k], _dt.timezone.utc).astimezone()
+    for k, v in meta.items():
+        if isinstance(v, (bytes, ObjectId)):
+            meta[k] = bytes(v).hex()
+    return meta
 
 
 def inp(run_id: int, store: Store | None = None) -> dict:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import time
+import types
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,7 +28,7 @@ from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
 from .fingerprint import fingerprint
-from .io import Artifact
+from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
 from .session import current_store
@@ -49,8 +51,14 @@ class Task:
     Use bare (``@Task``), as ``@Task.make_task``, or with options through
     ``@Task.make(...)`` / ``@terra.task(...)``.
 
+    Its ``identity`` is the importable ``module:qualname`` of the code it wraps
+    (``__main__`` resolved to the file's import name); a partial, bound method
+    or callable object is named after its function or class, and the values
+    bound into it are hashed into every call's key. A task pickles by
+    reference to its module-level name, else by value (cloudpickle).
+
     Args:
-        fn: the function or class.
+        fn: a function, class, ``functools.partial``, bound method or callable object.
         version: pins the code fingerprint: the cache survives code edits until it changes.
         no_dump_args: arguments neither stored nor part of the cache key.
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
@@ -70,10 +78,11 @@ class Task:
                             "generator, not a value to store; make a function that returns the result")
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.name = getattr(fn, "__name__", type(fn).__name__)
-        self.module = getattr(fn, "__module__", None) or "__main__"
-        self.qualname = getattr(fn, "__qualname__", self.name)
+        self.module, self.qualname, self.name = _describe(fn)
         self.identity = f"{self.module}:{self.qualname}"
+        self._options = {"version": version, "no_dump_args": no_dump_args, "no_load_args": no_load_args,
+                         "cache_ignored_args": cache_ignored_args, "cache": cache, "notify": notify}
+        self._bound = _bound_values(fn)
         self.version = version
         self.cache = cache
         if not (notify is None or isinstance(notify, bool) or (isinstance(notify, str) and notify == "failure")):
@@ -111,9 +120,42 @@ class Task:
         # Tasks defined in a class body behave like methods.
         return self if obj is None else functools.partial(self, obj)
 
+    def __reduce__(self):
+        # By reference when the task is what its module-level name holds (the
+        # receiver imports it); by value through cloudpickle otherwise: tasks in
+        # __main__, closures, lambdas, partials, bound methods.
+        fn = self.fn
+        mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+        if isinstance(fn, (types.FunctionType, type)) and mod and qual and mod not in ("__main__", "__mp_main__") \
+                and "<" not in qual and _resolve(sys.modules.get(mod), qual) is self:
+            return _task_by_name, (mod, qual)
+        import cloudpickle
+
+        from .fingerprint import sources
+
+        return _task_by_value, (cloudpickle.dumps((fn, self._options, self.identity)), sources(fingerprint(fn)))
+
+    # -- identity -------------------------------------------------------------------
+
+    def _code(self) -> str:
+        """The code part of the cache key: fingerprint (or version pin) and the values bound into the callable."""
+        code = f"version:{self.version}" if self.version is not None else fingerprint(self.fn).digest
+        if self._bound is None:
+            return code
+        return code + "|" + _bound_digest(self)[0]
+
+    def _code_fields(self) -> dict:
+        """What a run record says of the code: the fingerprint and its parts, bound values included."""
+        fp = fingerprint(self.fn)
+        parts = dict(fp.parts)
+        if self._bound is not None:
+            parts.update(_bound_digest(self)[1])
+        return {"fingerprint": fp.digest, "code": parts}
+
     # -- calling ------------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskOutput:
+        """Run (or fetch from the cache) the function on these arguments; see :data:`terra.io.TaskOutput`."""
         opts = _NO_OPTS
         if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
             opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
@@ -233,6 +275,91 @@ def task(fn: Callable | None = None, **options):
     return lambda f: Task(f, **options)
 
 
+# -- identity and pickling ----------------------------------------------------------
+
+
+def _describe(fn) -> tuple[str, str, str]:
+    """(module, qualname, name) naming a callable; ``__main__`` resolved to its importable name."""
+    from .fingerprint import module_name
+
+    if isinstance(fn, functools.partial):
+        module, qual, name = _describe(fn.func)
+        return module, f"partial({qual})", name
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    elif not isinstance(fn, (types.FunctionType, type, types.BuiltinFunctionType)) and not hasattr(fn, "__qualname__"):
+        cls = type(fn)  # a callable object: its class's __call__
+        return module_name(cls.__module__), f"{cls.__qualname__}.__call__", cls.__name__
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return module_name(getattr(fn, "__module__", None)), getattr(fn, "__qualname__", name), name
+
+
+def _bound_values(fn) -> list[tuple[str, Any]] | None:
+    """Where the values bound into a callable are (a partial's arguments, a method's instance...)."""
+    out: list[tuple[str, Any]] = []
+    prefix = "bound:"
+    while isinstance(fn, functools.partial):
+        out += [(f"{prefix}args[{i}]", lambda fn=fn, i=i: fn.args[i]) for i in range(len(fn.args))]
+        out += [(f"{prefix}kw.{k}", lambda fn=fn, k=k: fn.keywords[k]) for k in sorted(fn.keywords)]
+        fn, prefix = fn.func, prefix + "func."
+    if isinstance(fn, types.MethodType):
+        out.append((f"{prefix}self", lambda fn=fn: fn.__self__))
+    elif not isinstance(fn, (types.FunctionType, type, types.BuiltinFunctionType)) and callable(fn) \
+            and not hasattr(fn, "__qualname__"):
+        out.append((f"{prefix}object", lambda fn=fn: fn))
+    return out or None
+
+
+def _bound_digest(t: Task) -> tuple[str, dict[str, str]]:
+    """Hash the values bound into the task's callable now (they may have changed since the last call)."""
+    from .serialize import hash_value
+
+    parts = {}
+    for label, get in t._bound:
+        value = get()
+        try:
+            parts[label] = hash_value(value).hex()  # an instance may pickle, as a class-body task's self does
+        except SerializationError as e:
+            raise SerializationError(f"task {t.name}: cannot hash its bound value {label[6:]}: {e}") from None
+    h = xxhash.xxh3_128()
+    for label in sorted(parts):
+        h.update(f"{label}\0{parts[label]}\0".encode())
+    return h.hexdigest(), parts
+
+
+def _resolve(mod, qual: str):
+    obj = mod
+    for attr in qual.split("."):
+        obj = getattr(obj, attr, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _task_by_name(module: str, qualname: str) -> Task:
+    """Unpickle a task by reference: import its module and look its name up."""
+    import importlib
+
+    obj = _resolve(importlib.import_module(module), qualname)
+    if not isinstance(obj, Task):
+        raise TaskError(f"cannot unpickle task {module}:{qualname}: that name holds {obj!r}, not a task")
+    return obj
+
+
+def _task_by_value(payload: bytes, code_sources: dict) -> Task:
+    """Unpickle a task sent by value; it keeps the identity and code fingerprint it had where it was made."""
+    import pickle
+
+    from .fingerprint import receive_sources
+
+    receive_sources(code_sources)  # cloudpickle drops the file name: the sender's source stands in
+    fn, options, identity = pickle.loads(payload)
+    t = Task(fn, **options)
+    t.identity = identity
+    t.module, t.qualname = identity.split(":", 1)
+    return t
+
+
 def _names(names, params, task_name: str, option: str) -> frozenset:
     if isinstance(names, str):
         names = (names,)
@@ -300,7 +427,7 @@ _key_packer = msgpack.Packer(use_bin_type=True, default=_key_default)
 
 def _cache_key(t: Task, entries: dict) -> bytes:
     """xxh3-128 of the type-tagged (task identity, code fingerprint, sorted input entries)."""
-    code = f"version:{t.version}" if t.version is not None else fingerprint(t.fn).digest
+    code = t._code()
     items = [(k, _NAN if (type(v) is float and v != v) else v) for k, v in sorted(entries.items())]
     return xxhash.xxh3_128_digest(_key_packer.pack(("terra-call-1", t.identity, code, items)))
 
@@ -379,9 +506,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
         "cache_key": key, "start_time": start, **_environment(t.fn),
     }
-    fp = fingerprint(t.fn)
-    fields["fingerprint"] = fp.digest
-    fields["code"] = dict(fp.parts)
+    fields.update(t._code_fields())
     if t.version is not None:
         fields["version"] = str(t.version)
     arts: list[Artifact] = []

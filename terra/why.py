@@ -42,6 +42,8 @@ class WhyResult:
     code_added: list[str] = field(default_factory=list)
     code_removed: list[str] = field(default_factory=list)
     version: tuple | None = None  # (before, after) when the task's version= changed
+    identity: tuple | None = None  # (before, after) when the baseline ran under another identity
+    unhashed: list[str] = field(default_factory=list)  # values this run's fingerprint could not hash
     same_key: bool = False
     environment: list[str] = field(default_factory=list)  # recorded, not part of the cache key
 
@@ -55,7 +57,12 @@ class WhyResult:
             bits.append("arguments " + ", ".join(a.name for a in self.args) + " changed")
         if self.version:
             bits.append("the task version changed")
-        if self.code_changed or self.code_added or self.code_removed:
+        if self.identity:
+            bits.append(f"the task's identity changed ({self.identity[0]} -> {self.identity[1]})")
+        bound = [n for n in self.code_changed + self.code_added + self.code_removed if n.startswith("bound:")]
+        if bound:
+            bits.append("bound values " + ", ".join(n[6:] for n in bound) + " changed")
+        if len(bound) < len(self.code_changed) + len(self.code_added) + len(self.code_removed):
             bits.append("the code changed")
         if bits:
             return f"compared with run {self.baseline}: " + "; ".join(bits)
@@ -78,9 +85,13 @@ class WhyResult:
                 lines.append(f"  ~ argument {a.name}: {a.before} -> {a.after}")
         if self.version:
             lines.append(f"  ~ version: {self.version[0]} -> {self.version[1]}")
-        lines += [f"  ~ code of {n}" for n in self.code_changed]
-        lines += [f"  + code of {n} (new dependency)" for n in self.code_added]
-        lines += [f"  - code of {n} (no longer used)" for n in self.code_removed]
+        if self.identity:
+            lines.append(f"  ~ identity: {self.identity[0]} -> {self.identity[1]}")
+        lines += [f"  ~ {_part(n)}" for n in self.code_changed]
+        lines += [f"  + {_part(n)} (new dependency)" for n in self.code_added]
+        lines += [f"  - {_part(n)} (no longer used)" for n in self.code_removed]
+        lines += [f"  ! value {n[6:]} was not hashed ({why}): changes to it are not seen"
+                  for n, why in self.unhashed]
         if self.environment:
             lines.append("  environment (not part of the cache key): " + "; ".join(self.environment))
         return "\n".join(lines)
@@ -109,6 +120,8 @@ def why(run_id, store: Store | None = None) -> WhyResult:
     rid = resolve_run(run_id, store)
     rec = R.get_run(rid, store)
     result = WhyResult(rid, rec.get("task") or "?")
+    result.unhashed = sorted((n, v[len("unhashed: "):]) for n, v in (rec.get("code") or {}).items()
+                             if isinstance(v, str) and v.startswith("unhashed: "))
     identity = rec.get("identity")
     if not identity:
         return result
@@ -116,7 +129,7 @@ def why(run_id, store: Store | None = None) -> WhyResult:
     best = None
     with store.refs() as txn:
         earlier = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(R.k_task_prefix(identity), reverse=True)]
-    earlier = [e for e in earlier if e < rid][:CANDIDATES]
+    earlier = [e for e in earlier if e < rid][:CANDIDATES] or _renamed(store, rec, rid)
     for cand in earlier:
         try:
             other = R.get_run(cand, store)
@@ -143,6 +156,8 @@ def why(run_id, store: Store | None = None) -> WhyResult:
     result.code_changed = sorted(n for n in set(old_code) & set(new_code) if old_code[n] != new_code[n])
     result.code_added = sorted(set(new_code) - set(old_code))
     result.code_removed = sorted(set(old_code) - set(new_code))
+    if other.get("identity") != identity:
+        result.identity = (other.get("identity"), identity)
     if other.get("version") != rec.get("version"):
         result.version = (other.get("version"), rec.get("version"))
     result.same_key = other.get("cache_key") is not None and other.get("cache_key") == rec.get("cache_key")
@@ -151,6 +166,35 @@ def why(run_id, store: Store | None = None) -> WhyResult:
 
 
 _ABSENT = object()
+
+#: How many runs before a task's first run are searched for the same function under another identity.
+RENAME_WINDOW = 1000
+
+
+def _part(name: str) -> str:
+    if name.startswith("bound:"):
+        return f"bound value {name[6:]}"
+    if name.startswith("const:"):
+        return f"value {name[6:]}"
+    return f"code of {name}"
+
+
+def _renamed(store: Store, rec: dict, rid: int) -> list[int]:
+    """Earlier runs of the same function recorded under another identity (a module renamed or moved)."""
+    fn = rec.get("fn")
+    if not fn:
+        return []
+    out = []
+    for cand in range(rid - 1, max(0, rid - 1 - RENAME_WINDOW), -1):
+        try:
+            ident = R.run_ref(store, cand).get("identity") or ""
+        except Exception:  # noqa: BLE001 - removed or unreadable: not a baseline
+            continue
+        if ident != rec.get("identity") and ident.rpartition(":")[2] == fn:
+            out.append(cand)
+            if len(out) >= CANDIDATES:
+                break
+    return out
 
 
 def _inputs(store: Store, rec: dict) -> dict:

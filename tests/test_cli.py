@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import terra
 from terra import demo
-from terra.cli import cli
+from terra.cli import EXIT_NOT_FOUND as NOT_FOUND, cli
 from terra.objects import Blob
 from terra.session import current_store
 
@@ -68,7 +68,7 @@ def test_ls(env):
     assert json.loads(run(root, "ls", "--until", "2000-01-01", "--json").stdout) == []
     assert len(json.loads(run(root, "ls", "-n", "2", "--json").stdout)) == 2
     run(root, "ls", "--status", "bogus", code=2)
-    assert "not a date" in run(root, "ls", "--since", "yesterday-ish", code=1).stderr
+    assert "for --since: not a date" in run(root, "ls", "--since", "yesterday-ish", code=2).stderr
 
 
 def test_show_log_inp_out(env):
@@ -87,26 +87,26 @@ def test_show_log_inp_out(env):
     out = run(root, "out", 2).stdout
     assert "train" in out and "test" in out and arts["train"][:12] in out
     assert json.loads(run(root, "out", 3, "--json").stdout)["classes[0]"] == "setosa"
-    assert "has no output" in run(root, "out", 5, code=2).stderr
+    assert "has no output" in run(root, "out", 5, code=NOT_FOUND).stderr
 
 
 def test_bad_references(env):
     root, _ = env
     for cmd in ("show", "log", "inp", "out", "why", "lineage"):
-        r = run(root, cmd, 99, code=2)
+        r = run(root, cmd, 99, code=NOT_FOUND)
         assert r.stderr.strip() == "terra: error: no run with run_id=99"
-    assert "no run or tag 'nosuchtag'" in run(root, "show", "nosuchtag", code=2).stderr
-    assert "no object matches 'abcdef12'" in run(root, "cat", "abcdef12", code=2).stderr
-    assert "no run, tag or object matches" in run(root, "lineage", "abcdef12", code=2).stderr
+    assert "no run or tag 'nosuchtag'" in run(root, "show", "nosuchtag", code=NOT_FOUND).stderr
+    assert "no object matches 'abcdef12'" in run(root, "cat", "abcdef12", code=NOT_FOUND).stderr
+    assert "no run, tag or object matches" in run(root, "lineage", "abcdef12", code=NOT_FOUND).stderr
     prefix = _ambiguous_prefix(current_store())
-    assert "is ambiguous" in run(root, "cat", prefix, code=2).stderr
-    assert "is ambiguous" in run(root, "lineage", prefix, code=2).stderr
-    assert "not an id" in run(root, "cat", "xyz", code=2).stderr
+    assert "is ambiguous" in run(root, "cat", prefix, code=NOT_FOUND).stderr
+    assert "is ambiguous" in run(root, "lineage", prefix, code=NOT_FOUND).stderr
+    assert "not an id" in run(root, "cat", "xyz", code=NOT_FOUND).stderr
 
 
 def test_missing_store(tmp_path):
     r = CliRunner().invoke(cli, ["--store", str(tmp_path / "nothing"), "ls"])
-    assert r.exit_code == 2 and "no terra store at" in r.stderr
+    assert r.exit_code == NOT_FOUND and "no terra store at" in r.stderr
 
 
 def test_cat(env, tmp_path):
@@ -157,7 +157,7 @@ def test_tag_untag_rm(env):
     assert "removed tag best (run 3)" in run(root, "untag", "best").stdout
     dry = run(root, "rm", 2, "--cascade", "--dry-run").stdout
     assert "would remove 4 runs: 2, 3, 4, 5" in dry  # the failed run 5 consumed run 2's output too
-    assert "no tag 'best'" in run(root, "untag", "best", code=2).stderr
+    assert "no tag 'best'" in run(root, "untag", "best", code=NOT_FOUND).stderr
     out = run(root, "rm", "--failed").stdout
     assert "removed 1 run: 5" in out and "terra gc" in out
     assert "no runs match" in run(root, "rm", "--failed").stdout
@@ -175,7 +175,7 @@ def test_gc_fsck_du(env, tmp_path):
     run(root, "rm", 4, 5)
     out = run(root, "gc", "--grace", "0s", "--compact").stdout
     assert "deleted" in out and "compacted" in out
-    assert "not a duration" in run(root, "gc", "--grace", "soon", code=1).stderr
+    assert "for --grace: not a duration" in run(root, "gc", "--grace", "soon", code=2).stderr
     assert "no problems found" in run(root, "fsck").stdout
     report = json.loads(run(root, "fsck", "--json").stdout)
     assert report["ok"] and report["runs"] == 3

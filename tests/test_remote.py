@@ -428,7 +428,7 @@ def test_cli_remote_push_pull_clone(tmp_path):
     out = r.invoke(cli, a + ["push", "team", "--all"])
     assert out.exit_code == 0 and out.output.startswith("nothing to push")
     out = r.invoke(cli, a + ["push", "team", "99"])
-    assert out.exit_code == 2 and "99" in out.output
+    assert out.exit_code == 3 and "99" in out.output  # 3: not found
     out = r.invoke(cli, a + ["push"])
     assert out.exit_code == 1 and "say what to push" in out.output
     out = r.invoke(cli, ["--store", str(tmp_path / "C"), "clone", url, "--json"])
@@ -440,7 +440,7 @@ def test_cli_remote_push_pull_clone(tmp_path):
     assert {(e["producer"], e["consumer"]) for e in json.loads(out.output)["edges"]} == {(1, 2), (1, 3), (2, 3)}
     assert r.invoke(cli, c + ["remote", "remove", "origin"]).exit_code == 0
     out = r.invoke(cli, c + ["pull", "--all"])
-    assert out.exit_code == 2 and "no remote configured" in out.output
+    assert out.exit_code == 3 and "no remote configured" in out.output
 
 
 def test_a_manifest_that_omits_objects_is_refused(tmp_path):
