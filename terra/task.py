@@ -27,7 +27,6 @@ from . import runs as R
 from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
-from .fingerprint import fingerprint
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
@@ -344,6 +343,14 @@ def _task_by_name(module: str, qualname: str) -> Task:
     if not isinstance(obj, Task):
         raise TaskError(f"cannot unpickle task {module}:{qualname}: that name holds {obj!r}, not a task")
     return obj
+
+
+def fingerprint(fn):
+    """:func:`terra.fingerprint.fingerprint`, imported on the first call (ast, sysconfig... stay out of ``import terra``)."""
+    global fingerprint
+    from .fingerprint import fingerprint
+
+    return fingerprint(fn)
 
 
 def _task_by_value(payload: bytes, code_sources: dict) -> Task:
