@@ -383,7 +383,7 @@ def run(report, quick: bool = False) -> None:
         _row("trivial task, miss (durable)", fmt_time(miss_t), fmt_time(miss_f), fmt_ratio(miss_t / miss_f),
              "terra/floor <= 1.5x", miss_t <= 1.5 * miss_f, "1 durable LMDB commit"),
         _count_row("  synced commits per miss", f"{durable:g}", "== 1", durable == 1),
-        _count_row("  other writes per miss: state env / main env", f"{volatile:g} / {other:g}",
+        _count_row("  other writes per miss: state env (never synced) / main env", f"{volatile:g} / {other:g}",
                    "state env unsynced", state_unsynced),
         _row("10 MB array arg, hit + load 10 MB", fmt_time(arr_t), fmt_time(arr_j), fmt_ratio(arr_j / arr_t, 1),
              "joblib/terra >= 10x", arr_j / arr_t >= 10, "joblib.Memory"),
