@@ -20,7 +20,7 @@ __all__ = ["SAFE_BLOBS", "SAFE_TREES", "kind_of", "preview_html", "safe_to_load"
 SAFE_BLOBS = frozenset({"py", "str", "bytes", "numpy", "numpy.scalar", "arrow.buffer", "arrow.schema", "png",
                         "file"})
 SAFE_TREES = frozenset({"dict", "list", "tuple", "set", "frozenset", "OrderedDict", "Counter", "pandas",
-                        "arrow.array", "dir"})
+                        "pandas.v2", "pandas.attrs", "arrow.array", "dir"})
 MAX_OBJECTS = 20_000  # a structure bigger than this is summarized, not walked
 MAX_PREVIEW_BYTES = 256 << 20
 

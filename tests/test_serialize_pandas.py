@@ -12,6 +12,7 @@ from terra.serialize import hash_value, load_value, store_value, summarize
 from terra.serialize.codecs.pickle import PickleWarning
 from terra.store import MemoryBackend, Store
 
+from _exact import assert_identical
 from _value_fixtures import backend_store, fresh_pickle_warnings  # noqa: F401 - fixtures "store" and autouse
 
 
@@ -43,15 +44,7 @@ def rich_frame(n: int = 20) -> pd.DataFrame:
 
 
 def assert_same(a, b):
-    assert type(a) is type(b)
-    if isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b, check_exact=True)
-        assert list(a.dtypes) == list(b.dtypes) and a.attrs == b.attrs
-    elif isinstance(a, pd.Series):
-        pd.testing.assert_series_equal(a, b, check_exact=True)
-        assert a.attrs == b.attrs
-    else:
-        pd.testing.assert_index_equal(a, b, exact="equiv")
+    assert_identical(a, b)
 
 
 def roundtrip(store, v):
@@ -122,9 +115,11 @@ def test_object_columns_fall_back_to_pickle(store):
     assert back["o"].dtype == object and back["o"].tolist() == ["a", None]  # not silently made `str`
 
 
-def test_duplicate_columns_fall_back(store):
-    df = pd.DataFrame([[1, 2]], columns=["a", "a"])
-    with pytest.warns(PickleWarning, match="not unique"):
+def test_duplicate_columns_are_stored_natively(store):
+    # Arrow sees positions; the labels are stored beside it as an Index value.
+    df = pd.DataFrame([[1, 2.5]], columns=["a", "a"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PickleWarning)
         assert_same(df, roundtrip(store, df))
 
 
@@ -158,7 +153,7 @@ def test_equal_frames_built_differently_share_an_id():
     assert same_id(wide, separate)
     assert same_id(wide, pd.DataFrame(np.asfortranarray(wide.to_numpy()), columns=list("abc")))
     ints = pd.DataFrame({"x": [1, 2, 3]})
-    assert same_id(ints, ints.set_axis(pd.Index([0, 1, 2])))  # Index of a range == RangeIndex
+    assert same_id(ints, pd.DataFrame({"x": np.array([1, 2, 3])}, index=pd.RangeIndex(3)))
 
 
 def test_nullable_garbage_under_nulls_is_ignored():
@@ -213,6 +208,120 @@ def test_schema_cache_tells_apart_equal_looking_structures(store):
     assert roundtrip(store, x).columns.dtype == np.int64
     assert roundtrip(store, y).columns.dtype == np.float64
     assert hash_value(x) != hash_value(y)
+
+
+# -- issue 9.6: exact round trips, or a refusal ------------------------------------------------
+
+
+def native(store, v):
+    """Store ``v`` (no pickle allowed), load it back, check it is identical and its id stable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PickleWarning)
+        back = roundtrip(store, v)
+    assert_identical(v, back)
+    return back
+
+
+def test_int64_index_whose_step_overflows_is_kept(store):
+    # The step between the two labels overflows int64: it was rebuilt as a wrong RangeIndex.
+    s = pd.Series([1, 2], index=pd.Index([-(2**63), 2**63 - 1]))
+    assert native(store, s).index.tolist() == [-(2**63), 2**63 - 1]
+    s = pd.Series([1, 2, 3], index=pd.Index([2**63 - 3, 2**63 - 2, 2**63 - 1], name="i"))
+    assert type(native(store, s).index) is pd.Index
+
+
+def test_int64_index_is_not_a_range_index(store):
+    idx = pd.Index([0, 1, 2])
+    assert type(native(store, idx)) is pd.Index
+    assert type(native(store, pd.Series([1.0, 2, 3], index=idx)).index) is pd.Index
+    assert type(native(store, pd.RangeIndex(0, 10, 3, name="r"))) is pd.RangeIndex
+    assert native(store, pd.RangeIndex(0, 10, 3)).stop == 10  # an odd stop is kept as it is
+    # Equal by .equals, different values: each comes back as itself, so their ids differ.
+    ints = pd.DataFrame({"x": [1, 2, 3]})
+    assert not same_id(ints, ints.set_axis(idx))
+    assert not same_id(idx, pd.RangeIndex(3))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: pd.date_range("2020-03-28", periods=5, freq="D", tz="Europe/Paris", name="t"),
+    lambda: pd.date_range("2020", periods=4, freq="BME"),
+    lambda: pd.date_range("2020", periods=4, freq="15s").as_unit("s"),
+    lambda: pd.timedelta_range(0, periods=3, freq="2h"),
+], ids=["tz-days", "business-month-end", "seconds", "timedelta"])
+def test_index_freq_is_kept(store, make):
+    idx = make()
+    assert native(store, idx).freq == idx.freq
+    assert native(store, pd.Series(np.arange(len(idx)), index=idx)).index.freq == idx.freq
+    frame = pd.DataFrame({"a": np.arange(len(idx))}, index=idx)
+    assert native(store, frame).index.freq == idx.freq
+    assert native(store, frame.T).columns.freq == idx.freq  # labels with a freq
+    unset = idx.copy()
+    unset.freq = None
+    assert native(store, unset).freq is None
+    assert not same_id(idx, unset)  # equal values, but one has a freq
+
+
+def test_frame_with_range_index_columns_is_stored_natively(store):
+    # pd.DataFrame(ndarray) has RangeIndex columns: it went to pickle, with an id unlike its twin's.
+    a = pd.DataFrame(np.arange(6.0).reshape(2, 3))
+    b = pd.DataFrame(np.arange(6.0).reshape(2, 3), columns=[0, 1, 2])
+    assert type(native(store, a).columns) is pd.RangeIndex
+    assert type(native(store, b).columns) is pd.Index
+    # Equal by .equals but not the same value (the column index type differs): different ids,
+    # each stable, and equal to the id of the same frame built another way.
+    assert not same_id(a, b)
+    assert same_id(a, pd.DataFrame({i: a[i].to_numpy().copy() for i in range(3)}))
+    assert same_id(b, pd.DataFrame({i: b[i].to_numpy().copy() for i in range(3)}).set_axis([0, 1, 2], axis=1))
+
+
+@pytest.mark.parametrize("name", [0, True, 1.5, -0.0, "", "x", None])
+def test_index_names_keep_their_type(store, name):
+    s = pd.Series([1, 2], index=pd.Index(["a", "b"], name=name), name=name)
+    back = native(store, s)
+    assert type(back.index.name) is type(name) and repr(back.index.name) == repr(name)
+    mi = pd.MultiIndex.from_arrays([[1, 2], ["a", "b"]], names=[name, "second"])
+    assert native(store, mi).names == [name, "second"]
+    labels = pd.DataFrame([[1, 2]], columns=pd.Index(["a", "b"], name=name))
+    assert repr(native(store, labels).columns.name) == repr(name)
+
+
+def test_categorical_and_interval_labels_and_flags(store):
+    df = pd.DataFrame([[1, 2]], columns=pd.CategoricalIndex(["x", "y"], categories=["y", "x", "z"]))
+    assert list(native(store, df).columns.categories) == ["y", "x", "z"]
+    strict = pd.DataFrame({"a": [1, 2]}).set_flags(allows_duplicate_labels=False)
+    assert native(store, strict).flags.allows_duplicate_labels is False
+    assert not same_id(strict, pd.DataFrame({"a": [1, 2]}))
+    with pytest.warns(PickleWarning):  # Arrow cannot keep an IntervalIndex: refused, not altered
+        back = roundtrip(store, pd.Series([1, 2], index=pd.interval_range(0, 2)))
+    assert type(back.index) is pd.IntervalIndex
+
+
+def test_previous_layout_still_loads(store):
+    # Trees of type "pandas" (before column labels, names and freq were kept) load as they were written.
+    from terra.objects import Tree
+
+    s = pd.Series([1.5, 2.5], index=pd.Index(["a", "b"], name="k"), name="v")
+    tree = store.get(store_value(store, s))
+    legacy = store.put(Tree("pandas", tree.entries, {k: v for k, v in tree.meta.items() if k != "names"})).id
+    back = load_value(store, legacy)
+    assert back.tolist() == [1.5, 2.5] and back.name == "v" and back.index.tolist() == ["a", "b"]
+
+
+# Golden ids of the pandas layout ("pandas.v2"): a format change must be deliberate. The values:
+#   frame  = pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=pd.Index([5, 7], name="k"))
+#   series = pd.Series([1.5, 2.5], index=pd.date_range("2020", periods=2, freq="D"), name="s")
+#   range  = pd.RangeIndex(0, 10, 3, name="r")
+GOLDEN_FRAME = "43b1457ad28f972cc59d9672729b86c4"
+GOLDEN_SERIES = "ae4d25a7c74a42d8a177faa4db10c143"
+GOLDEN_RANGE = "51001c82bd16339bc4170ce0d380cfc1"
+
+
+def test_golden_pandas_ids():
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=pd.Index([5, 7], name="k"))
+    assert str(hash_value(frame)) == GOLDEN_FRAME
+    series = pd.Series([1.5, 2.5], index=pd.date_range("2020", periods=2, freq="D"), name="s")
+    assert str(hash_value(series)) == GOLDEN_SERIES
+    assert str(hash_value(pd.RangeIndex(0, 10, 3, name="r"))) == GOLDEN_RANGE
 
 
 # -- properties -------------------------------------------------------------------------------

@@ -2,25 +2,36 @@
 
 Layout (part of the format)::
 
-    Tree("pandas", (schema, column, column, ...), {"type", "shape", "columns", "nbytes"...})
-    schema = Blob("arrow.schema", {}, IPC-serialized Arrow schema with pandas metadata)
-    column = Tree("arrow.array", (buffer | None, ...[, dictionary]), {"length", "null_count"[, "dictionary"]})
-    buffer = Blob("arrow.buffer", {}, raw bytes)    (chunked when over 4 MiB)
+    Tree("pandas.v2", (schema[, columns], column, column, ...),
+         {"type", "shape", "nbytes"[, "columns", "dtype", "name", "names", "freq", "allows_duplicate_labels"]})
+    schema  = Blob("arrow.schema", {}, IPC-serialized Arrow schema with pandas metadata)
+    columns = the DataFrame's column labels, stored as a pandas Index value (DataFrames only)
+    column  = Tree("arrow.array", (buffer | None, ...[, dictionary]), {"length", "null_count"[, "dictionary"]})
+    buffer  = Blob("arrow.buffer", {}, raw bytes)    (chunked when over 4 MiB)
 
-The schema's pandas metadata keeps the index, column names, dtypes
-(categorical, tz-aware, nullable, strings) and their order; columns are
-data columns then index levels, as Arrow's pandas conversion lays them out.
-Storing each Arrow buffer as its own payload, rather than one IPC stream,
-means a numeric column is hashed in place with no copy (hashing a frame costs
-about as much as reading it once) and a column that did not change between
-two versions of a frame is stored once. Frames with ``attrs`` are wrapped as
-``Tree("pandas.attrs", (frame, attrs))`` so attrs of any type go through
-terra's own encoder.
+The schema's pandas metadata keeps the index (its type and dtypes),
+the columns' dtypes (categorical, tz-aware, nullable, strings) and their
+order; columns are data columns then index levels, as Arrow's pandas
+conversion lays them out. A DataFrame's column labels go to Arrow as
+positions 0..n-1 and are stored beside it as an Index value, so that any
+label index the Index codec keeps exactly (RangeIndex, a DatetimeIndex with
+its freq, a CategoricalIndex, a MultiIndex) comes back as it was. ``names``
+lists the index levels' names and ``freq`` the frequency of a
+DatetimeIndex/TimedeltaIndex: Arrow keeps neither exactly (it turns names
+into strings), so the Arrow side sees an unnamed index. A MultiIndex is its
+tuples, names and level dtypes: its levels (their classes, unused values,
+freq) are rebuilt from those. Storing each Arrow buffer as its own payload,
+rather than one IPC stream, means a numeric column is hashed in place with no
+copy and a column that did not change between two versions of a frame is
+stored once. Values with ``attrs`` are wrapped as ``Tree("pandas.attrs", (value,
+attrs))`` so attrs of any type go through terra's own encoder.
 
-Canonical form, so that equal frames built differently (concat, slices,
-copies, block layouts, chunkings) get the same id:
+The rule: a value comes back exactly (its type, dtypes, index type and
+names, freq, column labels, attrs, flags and every value bit) or it is not
+stored this way: it goes to the pickle fallback with a PickleWarning. Equal
+values built differently (concat, slices, copies, block layouts, chunkings)
+get the same id, because the stored form is canonical:
 
-- an int64 index that is a range is stored as a RangeIndex;
 - every column is one contiguous array with exact-size buffers: no slice
   offset, a validity bitmap only when there are nulls, zeroed value slots
   under nulls and zeroed trailing bits;
@@ -28,11 +39,16 @@ copies, block layouts, chunkings) get the same id:
 - volatile schema metadata (pyarrow/pandas versions) is dropped and the
   pandas metadata written with sorted keys.
 
-What Arrow cannot represent faithfully goes to the pickle fallback, never
-stored altered: object columns (mixed Python values), duplicate column
-names, nested Arrow types, and anything whose dtypes, columns or index type
-would come back different (checked on a zero-row round trip, which costs no
-data copies).
+Values that differ in any of the kept properties are different values with
+different ids: ``Index([0, 1, 2])`` is not ``RangeIndex(3)``, and a frame with
+RangeIndex columns is not the equal frame with ``columns=[0, 1, 2]``.
+
+Loading treats the stored objects as untrusted: the schema may only hold the
+Arrow types terra writes, every buffer's size is checked against the array's
+length before Arrow sees it, and the arrays are fully validated before
+``to_pandas``; any failure raises :class:`~terra.errors.CorruptObject` naming
+the object. Trees of the previous layout (type ``pandas``: no column labels
+entry, no freq) still load.
 """
 
 from __future__ import annotations
@@ -42,14 +58,17 @@ import threading
 
 import numpy as np
 
-from ...errors import SerializationError
-from ...objects import ObjectId, Tree
+from ...errors import CorruptObject, TerraError
+from ...objects import ObjectId, Tree, object_id
 from .. import registry
 from .._encode import FINDERS, Encoder, loaded, warn_user
 from .pickle import PickleWarning, pickle_value
 
 __all__ = ["canonical_array"]
 
+_TREE = "pandas.v2"
+_LEGACY_TREE = "pandas"  # written before column labels and freq were kept
+_KINDS = ("DataFrame", "Series", "Index")
 _SERIES_COLUMN = "__series__"
 _VOLATILE = ("creator", "pandas_version", "attributes")
 _SUMMARY_COLUMNS = 20
@@ -99,35 +118,37 @@ def _plain(x) -> bool:
 
 
 def _frame_of(v, kind: str, pd):
+    """The frame Arrow converts: columns at positions 0..n-1, index levels unnamed.
+
+    Arrow keeps neither label types (an index named 0 or True comes back as a
+    string) nor label indexes, so both are stored beside the Arrow data.
+    """
     if kind == "DataFrame":
-        return v
-    if kind == "Series":
+        df = v.set_axis(pd.RangeIndex(v.shape[1]), axis=1)
+    elif kind == "Series":
         if not _plain(v.name):
             raise _Unfaithful(f"its name is a {type(v.name).__name__}")
-        return v.to_frame(name=_SERIES_COLUMN)
-    return pd.DataFrame(index=v)
+        df = v.to_frame(name=_SERIES_COLUMN)
+    else:
+        df = pd.DataFrame(index=v)
+    names = list(df.index.names)
+    for name in names:
+        if not _plain(name):
+            raise _Unfaithful(f"its index is named by a {type(name).__name__}")
+    if any(name is not None for name in names):
+        df = df.set_axis(df.index.set_names([None] * len(names)), axis=0)
+    return df, names
 
 
-def _canonical_index(df, pd):
-    idx = df.index
-    if type(idx) is pd.Index and idx.dtype == np.int64:
-        values = idx.to_numpy()
-        n = len(values)
-        step = int(values[1] - values[0]) if n > 1 else 1
-        if step != 0 and (n < 2 or np.all(np.diff(values) == step)):
-            start = int(values[0]) if n else 0
-            return df.set_axis(pd.RangeIndex(start, start + step * n, step, name=idx.name), axis=0)
-    return df
+def _levels(idx) -> list:
+    return list(idx.levels) if hasattr(idx, "levels") else [idx]
 
 
 def _check_columns(df) -> None:
-    if not df.columns.is_unique:
-        raise _Unfaithful("its column names are not unique")
-    for name, dt in df.dtypes.items():
-        if dt == object and not _all_str(df[name]):
-            raise _Unfaithful(f"column {name!r} has dtype object (Arrow would convert its values)")
-    levels = df.index.levels if hasattr(df.index, "levels") else [df.index]
-    for lev in levels:
+    for i, dt in enumerate(df.dtypes):
+        if dt == object and not _all_str(df.iloc[:, i]):
+            raise _Unfaithful(f"column {i} has dtype object (Arrow would convert its values)")
+    for lev in _levels(df.index):
         if lev.dtype == object and not _all_str(lev):
             raise _Unfaithful("its index has dtype object")
 
@@ -143,47 +164,40 @@ def _all_str(values) -> bool:
     if infer_dtype(values, skipna=True) not in ("string", "empty"):
         return False
     arr = np.asarray(values, dtype=object)
-    missing = pd.isna(arr)
-    return not missing.any() or all(x is None for x in arr[missing])
+    # Exactly str and None: a str subclass (np.str_) would come back as str, NaN as None.
+    return set(map(type, arr)) <= {str, type(None)}
 
 
 def _has_object(df) -> bool:
-    levels = df.index.levels if hasattr(df.index, "levels") else [df.index]
-    return any(dt == object for dt in df.dtypes) or any(lev.dtype == object for lev in levels)
+    return any(dt == object for dt in df.dtypes) or any(lev.dtype == object for lev in _levels(df.index))
+
+
+def _labels(xs) -> tuple:
+    # By type and repr: 1, 1.0 and True are equal labels but different values.
+    return tuple((type(x), repr(x)) for x in xs)
+
+
+def _dtype_key(dt):
+    # Equal CategoricalDtypes may differ in the dtype of their categories.
+    cats = getattr(dt, "categories", None)
+    return (dt, str(cats.dtype) if cats is not None else None)
+
+
+def _index_key(idx) -> tuple:
+    dtypes = tuple(idx.dtypes) if hasattr(idx, "levels") else (idx.dtype,)
+    return (type(idx), tuple(map(_dtype_key, dtypes)), _labels(idx.names))
 
 
 def _same_structure(a, b, kind: str) -> bool:
-    def same_index(x, y):
-        return (type(x) is type(y) and list(x.names) == list(y.names)
-                and (list(x.dtypes) == list(y.dtypes) if hasattr(x, "levels") else x.dtype == y.dtype))
-
-    if not same_index(a.index, b.index):
+    """Whether ``a`` (Arrow's round trip of ``b``'s zero-row slice) has ``b``'s structure."""
+    if _index_key(a.index) != _index_key(b.index):
         return False
-    if kind == "Index":
-        return True
-    if len(a.columns) == 0 and len(b.columns) == 0:
-        return True  # the type of an empty column index is not kept; any empty one is equal
-    return (same_index(a.columns, b.columns) and a.columns.equals(b.columns)
-            and list(a.dtypes) == list(b.dtypes))
+    return kind == "Index" or tuple(map(_dtype_key, a.dtypes)) == tuple(map(_dtype_key, b.dtypes))
 
 
 def _structure_key(df, kind: str):
     """Everything Arrow's schema for ``df`` depends on (not the data), or None if unhashable."""
-    # Labels by type and repr: 1, 1.0 and True are equal keys but make different schemas.
-    def labels(xs):
-        return tuple((type(x), repr(x)) for x in xs)
-
-    def dtype_key(dt):
-        # Equal CategoricalDtypes may differ in the dtype of their categories.
-        cats = getattr(dt, "categories", None)
-        return (dt, str(cats.dtype) if cats is not None else None)
-
-    def index_key(idx):
-        dtypes = tuple(idx.dtypes) if hasattr(idx, "levels") else (idx.dtype,)
-        return (type(idx), tuple(map(dtype_key, dtypes)), labels(idx.names))
-
-    key = (kind, index_key(df.index), index_key(df.columns), labels(df.columns),
-           tuple(map(dtype_key, df.dtypes)))
+    key = (kind, _index_key(df.index), df.shape[1], tuple(map(_dtype_key, df.dtypes)))
     try:
         hash(key)
     except TypeError:
@@ -206,10 +220,11 @@ def _empty_schema(df, kind: str, pd):
     try:
         # A zero-row conversion gives the exact schema and metadata at no data cost.
         empty = pa.Table.from_pandas(df.iloc[:0], preserve_index=None)
-    except (pa.ArrowException, ValueError, TypeError) as e:
+        back = empty.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, KeyError) as e:
         raise _Unfaithful(f"Arrow cannot represent it ({e})") from e
-    if not _same_structure(empty.to_pandas(), df, kind):
-        raise _Unfaithful("Arrow would give back different dtypes, columns or index")
+    if not _same_structure(back, df, kind):
+        raise _Unfaithful("Arrow would give back different dtypes or a different index")
     schema = empty.schema
     if _has_object(df):
         # Object columns (checked to hold only str and None) have no type without
@@ -220,6 +235,9 @@ def _empty_schema(df, kind: str, pd):
         # pandas 3 loads Arrow text as its `str` dtype: then object would not come back.
         if not _has_object(schema.empty_table().to_pandas()):
             raise _Unfaithful("Arrow would give its object columns back as another dtype")
+    for f in schema:
+        if not _storable_type(f.type):
+            raise _Unfaithful(f"it has a column of Arrow type {f.type}, which terra does not store natively")
     md = json.loads(schema.metadata[b"pandas"])
     for k in _VOLATILE:
         md.pop(k, None)
@@ -242,12 +260,30 @@ def _schema(df, kind: str, pd):
             idx = df.index
             ic.update(start=int(idx.start), stop=int(idx.stop), step=int(idx.step))
         else:
+            # Positions: _frame_of cleared the names (a level named 0 would shadow level 0).
             sources.append(df.index.get_level_values(level) if df.index.nlevels > 1 else df.index)
         level += 1
     if len(sources) != len(schema):
         raise _Unfaithful("its Arrow schema does not match its columns")
     meta = {b"pandas": json.dumps(md, sort_keys=True, separators=(",", ":")).encode()}
     return schema.with_metadata(meta), sources
+
+
+def _freqs(idx, pd) -> list | None:
+    """``[freq]`` of a DatetimeIndex/TimedeltaIndex as text, or None if it has none.
+
+    A MultiIndex has none: it is its tuples, names and level dtypes, and its
+    levels (their classes, unused values and freq) are rebuilt from those.
+    """
+    from pandas.tseries.frequencies import to_offset
+
+    f = idx.freq if isinstance(idx, (pd.DatetimeIndex, pd.TimedeltaIndex)) else None
+    if f is None:
+        return None
+    back = to_offset(f.freqstr)
+    if type(back) is not type(f) or back != f:
+        raise _Unfaithful(f"its index frequency {f!r} cannot be recorded")
+    return [f.freqstr]
 
 
 def _column(src, field, pd):
@@ -377,11 +413,13 @@ def _encode_array(enc: Encoder, a) -> tuple[ObjectId, int]:
 
 
 def _encode(enc: Encoder, v, kind: str, pd) -> ObjectId:
-    df = _frame_of(v, kind, pd)
+    df, names = _frame_of(v, kind, pd)
     _check_columns(df)
-    df = _canonical_index(df, pd)
     schema, sources = _schema(df, kind, pd)
+    freq = _freqs(df.index, pd)
     entries = [enc.payload("arrow.schema", {}, schema.serialize())]
+    if kind == "DataFrame":
+        entries.append(enc.child(v.columns, ".columns"))
     nbytes = 0
     for field, src in zip(schema, sources):
         oid, size = _encode_array(enc, _column(src, field, pd))
@@ -394,7 +432,13 @@ def _encode(enc: Encoder, v, kind: str, pd) -> ObjectId:
         meta["dtype"] = str(v.dtype)
         if kind == "Series":
             meta["name"] = v.name
-    oid = enc.emit(Tree("pandas", tuple(entries), meta))
+    if freq is not None:
+        meta["freq"] = freq
+    if any(name is not None for name in names):
+        meta["names"] = names
+    if kind != "Index" and not v.flags.allows_duplicate_labels:
+        meta["allows_duplicate_labels"] = False
+    oid = enc.emit(Tree(_TREE, tuple(entries), meta))
     attrs = getattr(v, "attrs", None)
     if attrs:
         attrs_id = enc.child(dict(attrs), ".attrs")
@@ -402,81 +446,256 @@ def _encode(enc: Encoder, v, kind: str, pd) -> ObjectId:
     return oid
 
 
-# -- decoding ----------------------------------------------------------------------------
-
-
-def _buffer(dec, oid):
+def _storable_type(t) -> bool:
+    """Whether terra stores (and loads) Arrow type ``t`` natively: what canonical_array handles."""
     import pyarrow as pa
 
-    if oid is None:
-        return None
-    data = dec.payload(oid)
+    if pa.types.is_dictionary(t):
+        return (pa.types.is_integer(t.index_type) and not pa.types.is_dictionary(t.value_type)
+                and _storable_type(t.value_type))
+    return pa.types.is_boolean(t) or _var_width(t) or _fixed_width(t)
+
+
+# -- decoding ----------------------------------------------------------------------------
+#
+# Stored objects are untrusted input: a crafted length or offset handed to Arrow
+# makes it read out of bounds (a segfault), so every size is checked here first.
+
+
+def _corrupt(oid: ObjectId, why: str) -> CorruptObject:
+    return CorruptObject(f"object {oid.hex()} is not a valid stored pandas value: {why}")
+
+
+def _count(x, what: str, oid: ObjectId) -> int:
+    if type(x) is not int or x < 0:
+        raise _corrupt(oid, f"{what} is {x!r}")
+    return x
+
+
+def _buffer(dec, oid, size: int | None, owner: ObjectId):
+    """A stored Arrow buffer, checked to hold exactly ``size`` bytes (any size if None)."""
+    import pyarrow as pa
+
+    if type(oid) is not ObjectId:
+        raise _corrupt(owner, f"buffer entry {oid!r} is not an object id")
+    blob, data = dec.store.read_payload(oid)
+    if blob.codec != "arrow.buffer":
+        raise _corrupt(owner, f"buffer {oid.hex()} has codec {blob.codec!r}")
+    if size is not None and data.nbytes != size:
+        raise _corrupt(owner, f"buffer {oid.hex()} has {data.nbytes} bytes, the array needs {size}")
     if data.ctypes.data % 8:
         data = data.copy()  # Arrow (and the numpy views to_pandas makes) want aligned memory
     return pa.py_buffer(data)
 
 
-def _decode_array(dec, oid, t):
+def _buffer_sizes(t, n: int) -> list:
+    """Exact byte sizes of the buffers terra writes for ``n`` values of type ``t`` (None: any)."""
     import pyarrow as pa
 
+    bits = (n + 7) // 8
+    if pa.types.is_boolean(t):
+        return [bits, bits]
+    if _var_width(t):
+        width = 8 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else 4
+        return [bits, (n + 1) * width, None]
+    return [bits, n * (t.bit_width // 8)]
+
+
+def _decode_array(dec, oid, t, length: int | None):
+    """The Arrow array stored under ``oid``, of type ``t`` (and ``length`` values if given)."""
+    import pyarrow as pa
+
+    if type(oid) is not ObjectId:
+        raise CorruptObject(f"an Arrow array entry is {oid!r}, not an object id")
     tree = dec.store.get(oid)
-    length, nulls = tree.meta["length"], tree.meta["null_count"]
+    if not isinstance(tree, Tree) or tree.type != "arrow.array" or not isinstance(tree.meta, dict):
+        raise _corrupt(oid, "it is not an Arrow array")
+    n = _count(tree.meta.get("length"), "its length", oid)
+    nulls = _count(tree.meta.get("null_count"), "its null count", oid)
+    if length is not None and n != length:
+        raise _corrupt(oid, f"it has {n} values in a value of {length} rows")
+    if nulls > n:
+        raise _corrupt(oid, f"it has {nulls} nulls in {n} values")
     entries = list(tree.entries)
-    if tree.meta.get("dictionary"):
-        dictionary = _decode_array(dec, entries.pop(), t.value_type)
-        bufs = [_buffer(dec, e) for e in entries]
-        indices = pa.Array.from_buffers(t.index_type, length, bufs, null_count=nulls)
-        return pa.DictionaryArray.from_arrays(indices, dictionary, ordered=t.ordered)
-    if pa.types.is_null(t):
-        return pa.nulls(length)
-    return pa.Array.from_buffers(t, length, [_buffer(dec, e) for e in entries], null_count=nulls)
+    dictionary = None
+    if tree.meta.get("dictionary", False) is not False:
+        if not pa.types.is_dictionary(t) or not entries:
+            raise _corrupt(oid, f"a dictionary array where the schema says {t}")
+        dictionary = _decode_array(dec, entries.pop(), t.value_type, None)
+        storage = t.index_type
+    elif pa.types.is_dictionary(t):
+        raise _corrupt(oid, f"no dictionary for a column of type {t}")
+    else:
+        storage = t
+    sizes = _buffer_sizes(storage, n)
+    if len(entries) != len(sizes):
+        raise _corrupt(oid, f"{len(entries)} buffers for type {storage}, which has {len(sizes)}")
+    if (entries[0] is None) != (nulls == 0):
+        raise _corrupt(oid, "its validity bitmap does not match its null count")
+    if n == 0:
+        arr = pa.array([], type=storage)
+    else:
+        bufs = [None if e is None and i == 0 else _buffer(dec, e, size, oid)
+                for i, (e, size) in enumerate(zip(entries, sizes))]
+        arr = pa.Array.from_buffers(storage, n, bufs, null_count=-1)  # -1: counted from the bitmap
+        arr.validate(full=True)  # offsets, UTF-8: before anything reads the values
+        if arr.null_count != nulls:
+            raise _corrupt(oid, f"its bitmap has {arr.null_count} nulls, its header says {nulls}")
+    if dictionary is not None:
+        arr = pa.DictionaryArray.from_arrays(arr, dictionary, ordered=t.ordered)
+        arr.validate(full=True)  # every index within the dictionary
+    return arr
 
 
-def _dec_frame(dec, tree):
+def _read_schema(dec, oid, owner: ObjectId):
+    """The stored Arrow schema, checked to hold only types terra writes, and its pandas metadata."""
     import pyarrow as pa
 
-    schema_id, *columns = tree.entries
-    schema = pa.ipc.read_schema(pa.py_buffer(dec.payload(schema_id)))
-    arrays = [_decode_array(dec, c, f.type) for f, c in zip(schema, columns)]
-    kind = tree.meta["type"].rpartition(".")[2]
-    rows = tree.meta["shape"][0]
+    if type(oid) is not ObjectId:
+        raise _corrupt(owner, f"schema entry {oid!r} is not an object id")
+    blob, data = dec.store.read_payload(oid)
+    if blob.codec != "arrow.schema":
+        raise _corrupt(owner, f"schema {oid.hex()} has codec {blob.codec!r}")
+    schema = pa.ipc.read_schema(pa.py_buffer(data))
+    for f in schema:
+        if not _storable_type(f.type):
+            raise _corrupt(owner, f"its schema has a column of type {f.type}")
+    md = json.loads((schema.metadata or {}).get(b"pandas", b"null"))
+    if not isinstance(md, dict) or not all(isinstance(md.get(k), list)
+                                           for k in ("index_columns", "columns", "column_indexes")):
+        raise _corrupt(owner, "its schema has no valid pandas metadata")
+    for ic in md["index_columns"]:
+        if isinstance(ic, dict):
+            bounds = [ic.get(k) for k in ("start", "stop", "step")]
+            if not all(type(b) is int for b in bounds) or bounds[2] == 0:
+                raise _corrupt(owner, f"its range index is {ic!r}")
+        elif ic not in schema.names:
+            raise _corrupt(owner, f"its index column {ic!r} is not in its schema")
+    return schema
+
+
+def _with_freq(idx, freqs, pd):
+    from pandas.tseries.frequencies import to_offset
+
+    if (not isinstance(freqs, list) or len(freqs) != 1 or type(freqs[0]) is not str
+            or not isinstance(idx, (pd.DatetimeIndex, pd.TimedeltaIndex))):
+        raise ValueError(f"freq {freqs!r} for an index of type {type(idx).__name__}")
+    return type(idx)(idx, freq=to_offset(freqs[0]), name=idx.name)  # checks the values conform
+
+
+def _dec_frame(dec, tree, legacy: bool = False):
+    import pandas as pd
+    import pyarrow as pa
+
+    oid = object_id(tree)
+    try:
+        return _frame_value(dec, tree, legacy, pd, pa, oid)
+    except TerraError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure on crafted input is a corrupt object
+        raise _corrupt(oid, f"{type(e).__name__}: {e}") from e
+
+
+def _frame_value(dec, tree, legacy: bool, pd, pa, oid: ObjectId):
+    meta = tree.meta
+    if not isinstance(meta, dict):
+        raise _corrupt(oid, "its header is not a map")
+    kind = meta.get("type", "").rpartition(".")[2] if isinstance(meta.get("type"), str) else None
+    if kind not in _KINDS:
+        raise _corrupt(oid, f"unknown stored pandas kind {meta.get('type')!r}")
+    shape = meta.get("shape")
+    if type(shape) is not list or len(shape) != (2 if kind == "DataFrame" else 1):
+        raise _corrupt(oid, f"shape {shape!r} for a {kind}")
+    rows = _count(shape[0], "its row count", oid)
+    entries = list(tree.entries)
+    has_columns = kind == "DataFrame" and not legacy
+    if len(entries) < 1 + has_columns:
+        raise _corrupt(oid, "it has no schema")
+    schema = _read_schema(dec, entries.pop(0), oid)
+    columns_id = entries.pop(0) if has_columns else None
+    if len(entries) != len(schema):
+        raise _corrupt(oid, f"{len(entries)} columns for a schema of {len(schema)}")
+    arrays = [_decode_array(dec, c, f.type, rows) for f, c in zip(schema, entries)]
     if arrays:
         table = pa.Table.from_arrays(arrays, schema=schema)
-    else:  # no columns: only a RecordBatch keeps the row count
-        batch = pa.RecordBatch.from_arrays([pa.nulls(rows)], names=["_"]).drop_columns(["_"])
+    else:  # no columns: only a RecordBatch keeps the row count (a bufferless array: pa.nulls allocates)
+        batch = pa.RecordBatch.from_arrays([pa.Array.from_buffers(pa.null(), rows, [None])],
+                                           names=["_"]).drop_columns(["_"])
         table = pa.Table.from_batches([batch.replace_schema_metadata(schema.metadata)])
+    table.validate(full=True)
     df = table.to_pandas()
-    if kind == "DataFrame":
-        return df
-    if kind == "Series":
-        s = df[_SERIES_COLUMN]
-        s.name = tree.meta.get("name")
-        return s
+    if len(df) != rows:
+        raise _corrupt(oid, f"it gave {len(df)} rows, its header says {rows}")
+    freq = meta.get("freq")
+    if freq is not None:
+        df.index = _with_freq(df.index, freq, pd)
+    names = meta.get("names")
+    if names is not None:
+        if not isinstance(names, list) or len(names) != df.index.nlevels or not all(map(_plain, names)):
+            raise _corrupt(oid, f"index names {names!r} for {df.index.nlevels} levels")
+        df.index = df.index.set_names(names)
     if kind == "Index":
         return df.index
-    raise SerializationError(f"unknown stored pandas kind {kind!r}")
+    if kind == "Series":
+        name = meta.get("name")
+        if list(df.columns) != [_SERIES_COLUMN] or not _plain(name):
+            raise _corrupt(oid, "it is not a stored Series")
+        value = df[_SERIES_COLUMN]
+        value.name = name
+    else:
+        value = df
+        if columns_id is not None:
+            columns = dec.load(columns_id)
+            if not isinstance(columns, pd.Index) or len(columns) != df.shape[1]:
+                raise _corrupt(oid, f"its column labels are a {type(columns).__name__} "
+                                    f"of length {len(columns) if hasattr(columns, '__len__') else '?'}, "
+                                    f"for {df.shape[1]} columns")
+            value = df.set_axis(columns, axis=1)
+        if value.shape[1] != shape[1]:
+            raise _corrupt(oid, f"it has {value.shape[1]} columns, its header says {shape[1]}")
+    if meta.get("allows_duplicate_labels", True) is False:
+        value = value.set_flags(allows_duplicate_labels=False)
+    return value
+
+
+def _dec_legacy_frame(dec, tree):
+    return _dec_frame(dec, tree, legacy=True)
 
 
 def _dec_attrs(dec, tree):
+    import pandas as pd
+
+    oid = object_id(tree)
+    if len(tree.entries) != 2:
+        raise _corrupt(oid, "an attrs wrapper needs a value and its attrs")
     value = dec.load(tree.entries[0])
-    value.attrs = dec.load(tree.entries[1])
+    attrs = dec.load(tree.entries[1])
+    if not isinstance(value, (pd.DataFrame, pd.Series)) or not isinstance(attrs, dict):
+        raise _corrupt(oid, f"attrs {type(attrs).__name__} on a {type(value).__name__}")
+    value.attrs = attrs
     return value
 
 
 def _sum_frame(store, tree) -> dict:
+    if not isinstance(tree.meta, dict):
+        raise _corrupt(object_id(tree), "its header is not a map")
     return {k: tree.meta[k] for k in ("type", "shape", "columns", "dtype", "name", "nbytes") if k in tree.meta}
 
 
 def _sum_attrs(store, tree) -> dict:
     from .._decode import summarize
 
+    if len(tree.entries) != 2 or type(tree.entries[0]) is not ObjectId:
+        raise _corrupt(object_id(tree), "an attrs wrapper needs a value and its attrs")
     out = summarize(store, tree.entries[0])
     out["attrs"] = True
     return out
 
 
 FINDERS.append(_find)
-registry.TREE_DECODERS["pandas"] = _dec_frame
+registry.TREE_DECODERS[_TREE] = _dec_frame
+registry.TREE_DECODERS[_LEGACY_TREE] = _dec_legacy_frame
 registry.TREE_DECODERS["pandas.attrs"] = _dec_attrs
-registry.SUMMARIZERS["tree:pandas"] = _sum_frame
+registry.SUMMARIZERS["tree:" + _TREE] = _sum_frame
+registry.SUMMARIZERS["tree:" + _LEGACY_TREE] = _sum_frame
 registry.SUMMARIZERS["tree:pandas.attrs"] = _sum_attrs
