@@ -21,7 +21,9 @@ from .errors import (
     SerializationError,
     TerraError,
     UnsupportedFormat,
+    UntrustedObject,
 )
+from .files import File
 from .io import Artifact
 from .runs import get_log, get_meta, get_run, get_run_dir, inp, out
 from .task import Task, task
@@ -95,11 +97,13 @@ __all__ = [
     "AmbiguousPrefix",
     "Artifact",
     "CorruptObject",
+    "File",
     "NotFound",
     "SerializationError",
     "Task",
     "TerraError",
     "UnsupportedFormat",
+    "UntrustedObject",
     "compact",
     "configure",
     "du",

@@ -25,12 +25,13 @@ _PEEK_OVER = 4096
 
 
 def _head(view: memoryview) -> bytes:
-    if view[0] == _framing.RAW:
-        return bytes(view[1:9])
+    flag, body = _framing.split(b"", view)
+    if flag == _framing.RAW:
+        return bytes(body[:8])
     dctx = getattr(_local, "dctx", None)
     if dctx is None:
         dctx = _local.dctx = zstandard.ZstdDecompressor()
-    with dctx.stream_reader(view[1:]) as r:
+    with dctx.stream_reader(body) as r:
         return r.read(8)
 
 
@@ -54,7 +55,7 @@ def children(oid: bytes, raw) -> list[ObjectId]:
     if not view.nbytes:
         return []
     try:
-        if (view[0] == _framing.RAW or view.nbytes > _PEEK_OVER) and is_leaf(view):
+        if (_framing.is_view(view) or view.nbytes > _PEEK_OVER) and is_leaf(view):
             return []
         obj = decode(_framing.unframe(bytes(oid), view))
         return [] if isinstance(obj, (Blob, Chunk)) else list(references(obj))

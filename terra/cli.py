@@ -370,14 +370,26 @@ def log_cmd(run, as_json):
         click.echo(text, nl=False)
 
 
+_TRUST_HELP = "Unpickle values even if they were not written by you (pickles can run any code)."
+
+
+def _trust(trust: bool):
+    """``--trust``: unpickle values not signed by this user, for this command only."""
+    from .config import overriding
+
+    return overriding(allow_foreign_pickles=True) if trust else overriding()
+
+
 @cli.command("inp")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inp_cmd(run, as_json):
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def inp_cmd(run, as_json, trust):
     """List a run's inputs (values, or artifact ids with the run that produced them)."""
     from .retention import resolve_run
 
-    inputs = terra.inp(resolve_run(run))
+    with _trust(trust):
+        inputs = terra.inp(resolve_run(run))
     if as_json:
         _print_json(_clean(inputs))
         return
@@ -387,11 +399,13 @@ def inp_cmd(run, as_json):
 @cli.command("out")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def out_cmd(run, as_json):
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def out_cmd(run, as_json, trust):
     """List a run's outputs (leaves of the returned structure)."""
     from .retention import resolve_run
 
-    outputs = dict(_flatten(terra.out(resolve_run(run))))
+    with _trust(trust):
+        outputs = dict(_flatten(terra.out(resolve_run(run))))
     if as_json:
         _print_json(_clean(outputs))
         return
@@ -403,8 +417,12 @@ def out_cmd(run, as_json):
 @click.argument("id_", metavar="ID")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the value to FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def cat_cmd(id_, output, as_json):
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def cat_cmd(id_, output, as_json, trust):
     """Summarize the value stored under an id or unique prefix; -o writes it to a file.
+
+    A pickled value is never unpickled (which can run any code) unless
+    --trust is given.
 
     \b
     -o writes the value's natural format, chosen by FILE's suffix:
@@ -417,6 +435,16 @@ def cat_cmd(id_, output, as_json):
       anything           .pkl/.pickle (a pickle, asked for by name)
     Any other pairing is refused with the suffixes that would work.
     """
+    from .config import overriding
+
+    # An inspection command: looking must not run code, so no pickle loads without --trust.
+    with overriding(allow_foreign_pickles=True) if trust else overriding(allow_pickle=False):
+        _cat(id_, output, as_json)
+
+
+def _cat(id_, output, as_json):
+    from .errors import PickleRefused
+
     art = terra.get_artifact(id_)
     summary = dict(art.summary)
     if as_json and not output:
@@ -427,13 +455,21 @@ def cat_cmd(id_, output, as_json):
     rows += [(k, v) for k, v in summary.items()]
     console.print(_table(None, ["field", "value"], rows))
     if output:
-        fmt = _write_artifact(art, str(summary.get("type", "?")), output)
+        try:
+            fmt = _write_artifact(art, str(summary.get("type", "?")), output)
+        except PickleRefused as e:
+            raise PickleRefused(f"{e}: terra cat unpickles only with --trust") from None
         click.echo(f"wrote {output} ({fmt})")
         return
     if (summary.get("nbytes") or 0) <= 1 << 20:
         from rich.pretty import Pretty
 
-        console.print(Pretty(art.load(), max_length=20, max_string=400, max_depth=4))
+        try:
+            value = art.load()
+        except PickleRefused:
+            console.print("(a pickle: not loaded, since unpickling can run any code; use --trust to load it)")
+            return
+        console.print(Pretty(value, max_length=20, max_string=400, max_depth=4))
 
 
 _TEXT = (".txt", ".md", ".log", ".csv", ".tsv", ".html", ".xml", ".yaml", ".yml", ".py", ".rst", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,14 +17,15 @@ import pandas as pd
 import terra
 from terra import Task
 
-IRIS_CSV = os.path.join(os.path.dirname(__file__), "data", "iris.csv")
+# A Path: the task is keyed by the file's content, so an edited CSV reruns the pipeline.
+IRIS_CSV = Path(__file__).parent / "data" / "iris.csv"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 @Task.make_task
-def download_iris(url: str, run_dir: str = None):
-    """Read the iris table (a local CSV stands in for the URL)."""
-    return pd.read_csv(url)
+def download_iris(path: Path, run_dir: str = None):
+    """Read the iris table (a local CSV stands in for a download)."""
+    return pd.read_csv(path)
 
 
 @Task.make_task

@@ -21,6 +21,7 @@ __all__ = [
     "TerraError",
     "UnsupportedFilesystem",
     "UnsupportedFormat",
+    "UntrustedObject",
 ]
 
 
@@ -87,6 +88,15 @@ class TaskError(TerraError, ValueError):
 
 class LeaseTimeout(TerraError, TimeoutError):
     """Waiting for another process computing the same call took too long."""
+
+
+class UntrustedObject(TerraError):
+    """Loading a stored object would run code terra cannot vouch for.
+
+    A stored class path names something other than the kind its codec builds
+    (an Enum, a dataclass...), or a pickle was not written by this user
+    (``allow_foreign_pickles`` / ``--trust`` opt in).
+    """
 
 
 class NotifyError(TerraError):

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import runs as R
-from ._walk import children
 from .gc import Progress
-from .objects import ObjectId, digest
+from .objects import ObjectId, decode, digest, references
 from .store import Store, _framing
 
 __all__ = ["FsckReport", "fsck"]
@@ -65,9 +64,11 @@ def _check(oid: bytes, raw) -> tuple[bool, list[ObjectId]]:
         enc = _framing.unframe(oid, raw)
         if digest((enc,)) != oid:
             return False, []
+        # Well-formed too (e.g. a Chunked's size fits its chunk count); its references come with it.
+        obj = decode(enc)
     except Exception:  # noqa: BLE001 - undecodable bytes are corruption
         return False, []
-    return True, children(oid, raw)
+    return True, list(references(obj))
 
 
 def fsck(store: Store | None = None, progress: Progress | None = None) -> FsckReport:

@@ -44,6 +44,7 @@ __all__ = [
     "get_run",
     "get_run_dir",
     "inp",
+    "input_entries",
     "out",
     "output_view",
     "run_ref",
@@ -132,11 +133,19 @@ def is_inline(value) -> bool:
         return True
     if t is int:
         return -(1 << 63) <= value < (1 << 64)
-    if t is str:
-        return len(value) <= _INLINE_MAX // 4
+    if t is str:  # msgpack cannot hold lone surrogates: such strings are stored as values
+        return len(value) <= _INLINE_MAX // 4 and (value.isascii() or _utf8(value))
     if t is bytes:
         return len(value) <= _INLINE_MAX
     return False
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def pack_entry(entry) -> bytes:
@@ -343,7 +352,12 @@ def get_meta(run_id: int, store: Store | None = None) -> dict:
 
 
 def inp(run_id: int, store: Store | None = None) -> dict:
-    """The inputs of a run: ``{name: value}`` for primitives, Artifacts otherwise."""
+    """The inputs of a run: ``{name: value}`` for primitives, Artifacts otherwise.
+
+    ``*args`` comes back as one tuple and ``**kwargs`` as one dict, each under
+    its parameter name, their elements shown the same way. A file input is an
+    Artifact of the file's content (``.load()`` restores a copy, a Path).
+    """
     from .io import Artifact
 
     store = store or _store()
@@ -353,10 +367,56 @@ def inp(run_id: int, store: Store | None = None) -> dict:
         return {}
     tree = store.get(tree_id)
     producers = _producers(store, run_id)
+
+    def leaf(entry):
+        return Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
+
+    var = _var_names(tree)
     out = {}
     for name, entry in tree.entries:
-        out[name] = Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
+        if name in var:
+            items = _var_items(store, name, entry, tree.meta)
+            out[name] = (tuple(leaf(e) for _, e in items) if name == tree.meta.get("var_positional")
+                         else {k: leaf(e) for k, e in items})
+        else:
+            out[name] = leaf(entry)
     return out
+
+
+def input_entries(store: Store, tree: Tree) -> dict[str, Any]:
+    """A run's input entries by place: named parameters by name, ``args[0]``, ``kwargs['key']``.
+
+    ``tree`` is the run's inputs Tree; the places are those named in its
+    ``files`` meta. Each place is unambiguous: a ``**kwargs`` key is shown
+    quoted inside its parameter's brackets.
+    """
+    var = _var_names(tree)
+    out: dict[str, Any] = {}
+    for name, entry in tree.entries:
+        if name in var:
+            out.update((f"{name}[{k!r}]", e) for k, e in _var_items(store, name, entry, tree.meta))
+        else:
+            out[name] = entry
+    return out
+
+
+def _var_names(tree: Tree) -> set:
+    return {tree.meta.get("var_positional"), tree.meta.get("var_keyword")} - {None}
+
+
+def _var_items(store: Store, name: str, entry, meta: dict) -> list[tuple[Any, Any]]:
+    """``(index or keyword, entry)`` for each element of a recorded ``*args`` tuple or ``**kwargs`` dict."""
+    obj = store.get(entry)
+    if name == meta.get("var_positional"):
+        return list(enumerate(obj.entries))
+    items = []
+    for k, e in obj.entries:
+        if isinstance(k, ObjectId):  # a long keyword name, stored as a value of its own
+            from .serialize import load_value
+
+            k = load_value(store, k)
+        items.append((k, e))
+    return items
 
 
 def _producers(store: Store, run_id: int) -> dict[bytes, int]:
@@ -378,7 +438,6 @@ def out(run_id: int, store: Store | None = None):
     return output_view(store, rec.get("output"), run_id)
 
 
-_PRIMITIVE_TYPES = {"str", "bytes", "int", "float", "bool", "NoneType", "None"}
 _skeletons: dict[bytes, Any] = {}
 
 
@@ -410,7 +469,7 @@ class _Literal:
 
 
 def _skeleton(store: Store, oid: ObjectId):
-    from .serialize import load_value, summarize
+    from .serialize import plain_value
 
     obj = store.get(oid)
     if isinstance(obj, Tree) and obj.type in ("dict", "list", "tuple"):
@@ -419,8 +478,10 @@ def _skeleton(store: Store, oid: ObjectId):
             return ("dict", items)
         return (obj.type, [_entry_skeleton(store, e) for e in obj.entries])
     try:
-        if summarize(store, oid).get("type") in _PRIMITIVE_TYPES:
-            return _Literal(load_value(store, oid))
+        # By codec, not by the type a stored meta claims: a view never unpickles.
+        plain, value = plain_value(store, oid)
+        if plain:
+            return _Literal(value)
     except Exception:  # noqa: BLE001 - anything unreadable stays an Artifact
         pass
     return _Leaf(oid)

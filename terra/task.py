@@ -27,6 +27,7 @@ from . import runs as R
 from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
+from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, object_id
@@ -59,12 +60,17 @@ class Task:
     Args:
         fn: a function, class, ``functools.partial``, bound method or callable object.
         version: pins the code fingerprint: the cache survives code edits until it changes.
-        no_dump_args: arguments neither stored nor part of the cache key.
+        no_dump_args: arguments not stored with the run (still part of the cache key).
         no_load_args: arguments whose Artifacts are passed to the function unloaded.
         cache_ignored_args: arguments stored but not part of the cache key.
         cache: False runs every call (still recorded).
         notify: Slack message when a computed run ends: True, False or "failure";
             None follows the config's ``notify``.
+
+    The names in the ``*_args`` options are parameter names (``args`` for all
+    of ``*args``) or, for a task taking ``**kwargs``, keywords passed there.
+    ``pathlib.Path`` and :class:`terra.File` arguments are keyed by the
+    content of the file or directory (see :mod:`terra.files`).
     """
 
     def __init__(self, fn: Callable, *, version: str | int | None = None, no_dump_args=(),
@@ -100,6 +106,8 @@ class Task:
         self._simple = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD,
                                     inspect.Parameter.POSITIONAL_ONLY}
         self._positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
+        self._var_pos = next((n for n, p in params.items() if p.kind == p.VAR_POSITIONAL), None)
+        self._var_kw = next((n for n, p in params.items() if p.kind == p.VAR_KEYWORD), None)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
         self._last_run_id: int | None = None
 
@@ -167,7 +175,11 @@ class Task:
         return (run_id, output) if opts.get("return_run_id") else output
 
     def _bind(self, args, kwargs) -> dict[str, Any]:
-        """Arguments by name with defaults applied; ``**kwargs`` flattened, ``*args`` by position."""
+        """Arguments by parameter name with defaults applied, as ``BoundArguments.arguments``.
+
+        ``*args`` is one entry (a tuple) and ``**kwargs`` one entry (a dict),
+        never merged with the named parameters.
+        """
         for r in self._wants:
             kwargs.pop(r, None)
         if self._simple and len(args) <= len(self._positional):
@@ -191,17 +203,10 @@ class Task:
         except TypeError as e:
             raise TaskError(f"task {self.name}: {e}") from None
         ba.apply_defaults()
-        out: dict[str, Any] = {}
-        for name, value in ba.arguments.items():
-            kind = self.signature.parameters[name].kind
-            if name in _RESERVED:
-                continue
-            if kind == inspect.Parameter.VAR_KEYWORD:
-                out.update(value)
-            elif kind == inspect.Parameter.VAR_POSITIONAL:
-                out.update({f"{name}[{i}]": v for i, v in enumerate(value)})
-            else:
-                out[name] = value
+        out = {name: value for name, value in ba.arguments.items() if name not in self._wants}
+        if self._var_kw is not None and any(r in out[self._var_kw] for r in _RESERVED):
+            # run_dir/run_id never reach the function through **kwargs (see _call_args)
+            out[self._var_kw] = {k: v for k, v in out[self._var_kw].items() if k not in _RESERVED}
         return out
 
     def _call_args(self, args, kwargs) -> tuple[list, dict]:
@@ -385,6 +390,8 @@ def _load_deep(v):
     t = type(v)
     if t is Artifact:
         return v.load()
+    if t is File:
+        return v.path
     if t is dict:
         return {k: _load_deep(x) for k, x in v.items()}
     if t is list:
@@ -420,23 +427,92 @@ def _entry(value, hash_only: bool, store: Store):
 # -- the run lifecycle ---------------------------------------------------------------
 
 
+#: Names the layout of the packed key below; change it whenever the layout changes.
+KEY_FORMAT = "terra-call-2"
+
+
 def _key_default(obj):
-    if isinstance(obj, ObjectId):
+    if type(obj) is ObjectId:
         return msgpack.ExtType(0, bytes(obj))
-    if isinstance(obj, int):
-        return msgpack.ExtType(1, str(obj).encode())
     raise TypeError(f"unexpected {type(obj).__name__} in a cache key")
 
 
-_NAN = float("nan")
-_key_packer = msgpack.Packer(use_bin_type=True, default=_key_default)
+# Every value in a key is an exact None/bool/int/float/str/bytes (packed by
+# msgpack in a family of its own: nil, bool, int, float64 with all its bits,
+# str, bin) or an ObjectId (extension type 0): strict_types sends every
+# subclass, ObjectId included, to _key_default instead of packing it as its base.
+_key_packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_key_default)
 
 
-def _cache_key(t: Task, entries: dict) -> bytes:
-    """xxh3-128 of the type-tagged (task identity, code fingerprint, sorted input entries)."""
+def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) -> bytes:
+    """xxh3-128 of the packed ``[KEY_FORMAT, identity, code, named, *args, **kwargs]``.
+
+    ``named`` is ``[[name, entry], ...]`` sorted by name, ``var_positional``
+    ``[entry, ...]`` in order, ``var_keyword`` ``[[key, entry], ...]`` sorted
+    by key; an entry is an inline value or an ObjectId. Each part has its own
+    slot, so no argument of one kind can pass for one of another.
+    """
     code = t._code()
-    items = [(k, _NAN if (type(v) is float and v != v) else v) for k, v in sorted(entries.items())]
-    return xxhash.xxh3_128_digest(_key_packer.pack(("terra-call-1", t.identity, code, items)))
+    return xxhash.xxh3_128_digest(_key_packer.pack([KEY_FORMAT, t.identity, code, named, var_positional,
+                                                    var_keyword]))
+
+
+def _call_key(t: Task, bound: dict, store: Store) -> bytes:
+    """The cache key of a bound call (``cache_ignored_args`` left out)."""
+    ignored = t.cache_ignored
+    is_inline = R.is_inline
+    where = None
+    try:
+        if t._simple:
+            named = [[k, v if is_inline(v) else _entry(v, True, store)] for k, v in sorted(bound.items())
+                     if k not in ignored]
+            return _cache_key(t, named, _EMPTY, _EMPTY)
+        named, var_pos, var_kw = [], [], []
+        for where, v in sorted(bound.items()):
+            if where in ignored:
+                continue
+            if where == t._var_pos:
+                var_pos = [x if is_inline(x) else _entry(x, True, store) for x in v]
+            elif where == t._var_kw:
+                var_kw = [[k, x if is_inline(x) else _entry(x, True, store)] for k, x in sorted(v.items())
+                          if k not in ignored]
+            else:
+                named.append([where, v if is_inline(v) else _entry(v, True, store)])
+        return _cache_key(t, named, var_pos, var_kw)
+    except SerializationError as e:
+        if where is None:  # the simple path does not track it: find the argument again
+            where = next((k for k, v in bound.items() if k not in ignored and not _hashable(v, store)), "")
+        raise SerializationError(f"task {t.name}: cannot hash argument {where} for the cache key: {e} (an "
+                                 "argument listed in cache_ignored_args is left out of the key)") from None
+
+
+def _hashable(v, store: Store) -> bool:
+    try:
+        _entry(v, True, store)
+    except SerializationError:
+        return False
+    return True
+
+
+_EMPTY: list = []
+
+
+def _file_inputs(t: Task, bound: dict, store: Store) -> None:
+    """Replace ``Path``/``File`` arguments in ``bound`` by FileInputs, hashing their content."""
+    if t._simple:
+        for name, v in bound.items():
+            if is_file_arg(v):
+                bound[name] = FileInput(v, t.name, name, store)
+        return
+    for name, v in bound.items():
+        if name == t._var_pos and any(map(is_file_arg, v)):
+            bound[name] = tuple(FileInput(x, t.name, f"{name}[{i}]", store) if is_file_arg(x) else x
+                                for i, x in enumerate(v))
+        elif name == t._var_kw and any(map(is_file_arg, v.values())):
+            bound[name] = {k: FileInput(x, t.name, f"{name}[{k!r}]", store) if is_file_arg(x) else x
+                           for k, x in v.items()}
+        elif is_file_arg(v):
+            bound[name] = FileInput(v, t.name, name, store)
 
 
 
@@ -444,15 +520,9 @@ def _execute(t: Task, args, kwargs, force: bool):
     cfg = get_config()
     store = current_store()
     bound = t._bind(args, dict(kwargs) if kwargs else {})
-    dumped = {k: v for k, v in bound.items() if k not in t.no_dump} if t.no_dump else bound
-    ignored = t.cache_ignored
-    is_inline = R.is_inline
-    try:
-        key_entries = {k: (v if is_inline(v) else _entry(v, True, store))
-                       for k, v in dumped.items() if not ignored or k not in ignored}
-    except SerializationError as e:
-        raise SerializationError(f"task {t.name}: cannot hash an argument: {e}") from None
-    key = _cache_key(t, key_entries)
+    _file_inputs(t, bound, store)
+    key = _call_key(t, bound, store)
+    dumped = _dumped(t, bound) if t.no_dump else bound
     use_cache = t.cache and not force
     if use_cache:
         hit = _lookup(store, key)
@@ -528,7 +598,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         # Inputs are stored before the call: a function that mutates its
         # arguments must not change what the record says it was given.
         with store.deferred():
-            inputs_tree = _inputs_tree(store, dumped)
+            inputs_tree = _inputs_tree(store, t, dumped)
         call_args, call_kwargs = t._call_args(args, kwargs)
         with capture:
             result = t.fn(*call_args, **call_kwargs, **extra)
@@ -617,13 +687,54 @@ def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_i
         txn.put(R.K_COMMITTED, R.rid8(run_id))
 
 
-def _inputs_tree(store: Store, dumped: dict) -> Tree:
-    """The inputs as a Tree, storing every non-inline argument value."""
+def _dumped(t: Task, bound: dict) -> dict:
+    """The arguments a run records: ``bound`` without ``no_dump_args`` (names or ``**kwargs`` keys)."""
+    drop = t.no_dump
+    out = {k: v for k, v in bound.items() if k not in drop}
+    if t._var_kw in out:
+        out[t._var_kw] = {k: v for k, v in out[t._var_kw].items() if k not in drop}
+    return out
+
+
+def _inputs_tree(store: Store, t: Task, dumped: dict) -> Tree:
+    """The inputs as a Tree, storing every non-inline argument value and file input.
+
+    Entries are ``(parameter name, entry)``; ``*args`` is one entry (a stored
+    tuple) and ``**kwargs`` one (a stored dict), named in the meta as
+    ``var_positional``/``var_keyword``; ``files`` maps each file input's place
+    (``data``, ``args[0]``, ``kwargs['x']``) to its path.
+    """
+    from .serialize import store_value
+
+    meta: dict[str, Any] = {}
+    files: dict[str, str] = {}
+
+    def stored_files(v, where):
+        if type(v) is FileInput:
+            v.store(store, t.name, where)
+            files[where] = os.path.abspath(v.path)
+
     try:
-        entries = tuple(sorted((k, _entry(v, False, store)) for k, v in dumped.items()))
+        entries = []
+        for name, v in dumped.items():
+            if name == t._var_pos:
+                meta["var_positional"] = name
+                for i, x in enumerate(v):
+                    stored_files(x, f"{name}[{i}]")
+                entries.append((name, store_value(store, v)))
+            elif name == t._var_kw:
+                meta["var_keyword"] = name
+                for k, x in v.items():
+                    stored_files(x, f"{name}[{k!r}]")
+                entries.append((name, store_value(store, v)))
+            else:
+                stored_files(v, name)
+                entries.append((name, _entry(v, False, store)))
     except SerializationError as e:
         raise SerializationError(f"cannot store an argument: {e}") from e
-    return Tree("inputs", entries)
+    if files:
+        meta["files"] = files
+    return Tree("inputs", tuple(sorted(entries)), meta)
 
 
 def _error_info(e: BaseException) -> dict:

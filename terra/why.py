@@ -22,11 +22,16 @@ CANDIDATES = 50
 
 @dataclass
 class ArgChange:
-    """One argument that differs; ``before``/``after`` are display strings (None: absent)."""
+    """One argument that differs; ``before``/``after`` are display strings (None: absent).
+
+    ``name`` is the parameter name, ``args[i]`` or ``kwargs['key']``; ``path``
+    is set when the argument is a file input (its content changed).
+    """
 
     name: str
     before: str | None
     after: str | None
+    path: str | None = None
 
 
 @dataclass
@@ -53,8 +58,11 @@ class WhyResult:
         if self.baseline is None:
             return f"run {self.run_id} is the first recorded run of {self.task}"
         bits = []
-        if self.args:
-            bits.append("arguments " + ", ".join(a.name for a in self.args) + " changed")
+        files = [a for a in self.args if a.path is not None]
+        if files:
+            bits.append("the content of file " + ", ".join(f"{a.name} ({a.path})" for a in files) + " changed")
+        if len(files) < len(self.args):
+            bits.append("arguments " + ", ".join(a.name for a in self.args if a.path is None) + " changed")
         if self.version:
             bits.append("the task version changed")
         if self.identity:
@@ -77,7 +85,9 @@ class WhyResult:
     def __str__(self) -> str:
         lines = [f"run {self.run_id} ({self.task}): {self.reason}"]
         for a in self.args:
-            if a.before is None:
+            if a.path is not None and a.before is not None and a.after is not None:
+                lines.append(f"  ~ file {a.name} ({a.path}): {a.before} -> {a.after}")
+            elif a.before is None:
                 lines.append(f"  + argument {a.name} = {a.after}")
             elif a.after is None:
                 lines.append(f"  - argument {a.name} (was {a.before})")
@@ -125,7 +135,7 @@ def why(run_id, store: Store | None = None) -> WhyResult:
     identity = rec.get("identity")
     if not identity:
         return result
-    mine = _inputs(store, rec)
+    mine, my_files = _inputs(store, rec)
     best = None
     with store.refs() as txn:
         earlier = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(R.k_task_prefix(identity), reverse=True)]
@@ -137,21 +147,22 @@ def why(run_id, store: Store | None = None) -> WhyResult:
             continue
         if not other.get("inputs") and not other.get("code"):
             continue  # cut short before its record was written
-        theirs = _inputs(store, other)
+        theirs, their_files = _inputs(store, other)
         score = (_count_diff(theirs, mine) + _count_diff(other.get("code") or {}, rec.get("code") or {}))
         if best is None or score < best[0]:
-            best = (score, cand, other, theirs)
+            best = (score, cand, other, theirs, their_files)
         if score == 0:
             break
     if best is None:
         return result
-    _, cand, other, theirs = best
+    _, cand, other, theirs, their_files = best
     result.baseline, result.baseline_status = cand, other.get("status")
     producers = {**R._producers(store, cand), **R._producers(store, rid)}
     for name in sorted(set(theirs) | set(mine)):
         a, b = theirs.get(name, _ABSENT), mine.get(name, _ABSENT)
         if not _same(a, b):
-            result.args.append(ArgChange(name, _show(store, a, producers), _show(store, b, producers)))
+            path = my_files.get(name) if their_files.get(name) is not None else None
+            result.args.append(ArgChange(name, _show(store, a, producers), _show(store, b, producers), path))
     old_code, new_code = other.get("code") or {}, rec.get("code") or {}
     result.code_changed = sorted(n for n in set(old_code) & set(new_code) if old_code[n] != new_code[n])
     result.code_added = sorted(set(new_code) - set(old_code))
@@ -197,15 +208,18 @@ def _renamed(store: Store, rec: dict, rid: int) -> list[int]:
     return out
 
 
-def _inputs(store: Store, rec: dict) -> dict:
+def _inputs(store: Store, rec: dict) -> tuple[dict, dict]:
+    """A run's input entries by place, and the paths of its file inputs by place."""
     tree_id = rec.get("inputs")
     if tree_id is None:
-        return {}
+        return {}, {}
     try:
         tree = store.get(tree_id)
+        if not isinstance(tree, Tree):
+            return {}, {}
+        return R.input_entries(store, tree), dict(tree.meta.get("files") or {})
     except Exception:  # noqa: BLE001 - a missing inputs tree leaves nothing to compare
-        return {}
-    return dict(tree.entries) if isinstance(tree, Tree) else {}
+        return {}, {}
 
 
 def _same(a, b) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,6 +18,12 @@ settings.load_profile("terra")
 
 # Subprocess tests run helper code that imports terra from this checkout.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The pickle-signing key of the test session (and of its subprocesses, which
+# inherit the environment): never the user's real key in ~/.config.
+_KEY_DIR = tempfile.mkdtemp(prefix="terra-test-key-")
+os.environ["TERRA_PICKLE_KEY"] = os.path.join(_KEY_DIR, "pickle.key")
+atexit.register(shutil.rmtree, _KEY_DIR, True)
 
 
 @pytest.fixture

@@ -182,9 +182,9 @@ def test_kwargs_and_varargs_inputs():
         return sum(args)
 
     assert kw(x=3, y=2) == 5
-    assert kw.inp()["x"] == 3 and kw.inp()["y"] == 2
+    assert kw.inp() == {"kwargs": {"x": 3, "y": 2}}
     assert va(1, 2, 3) == 6
-    assert va.inp() == {"args[0]": 1, "args[1]": 2, "args[2]": 3}
+    assert va.inp() == {"args": (1, 2, 3)}
     assert va(1, 2, 3) == 6 and len(va.get_runs()) == 1
 
 

@@ -95,10 +95,10 @@ def test_expired_lease_of_other_host_is_taken_over(tmp_path):
             calls.append(x)
             return x
 
-        from terra.task import _cache_key, _entry
+        from terra.task import _call_key
 
         store = current_store()
-        key = _cache_key(f, {"x": _entry(5, True, store)})
+        key = _call_key(f, f._bind((5,), {}), store)
         store.update_state(lambda txn: txn.put(R.k_lease(key), R.pack(
             {"pid": 1, "host": "elsewhere", "run_id": 999, "expires": time.time() + 1.0})))
         t0 = time.time()

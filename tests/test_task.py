@@ -118,12 +118,14 @@ def scaled(x, factor=2, verbose=False, note=""):
 
 def test_options():
     a = scaled([1, 2], verbose=True, note="first")
-    b = scaled([1, 2], verbose=False, note="second")
+    b = scaled([1, 2], verbose=True, note="second")
     assert a.id == b.id and CALLS["scaled"] == 1
     inputs = terra.inp(a.run_id)
     assert "verbose" not in inputs and inputs["note"] == "first"
-    scaled([1, 2], factor=3)
+    scaled([1, 2], verbose=False)  # not stored, but still part of the key
     assert CALLS["scaled"] == 2
+    scaled([1, 2], factor=3)
+    assert CALLS["scaled"] == 3
 
 
 def test_generators_and_coroutines_are_refused():

@@ -256,22 +256,60 @@ def _tuplify(v):
 
 
 def decode(buf) -> Object:
-    """Decode a canonical encoding; payload is a zero-copy view of ``buf``."""
-    view = byte_view(buf)
-    if view.nbytes <= _SMALL_DECODE:
-        cls, fields = _parse_small(view)
-        end = view.nbytes
-    else:
-        cls, fields, end = _parse_large(view)
-    if end != view.nbytes:
-        raise ValueError("trailing bytes after object")
-    if cls is Tree:
-        t, meta, entries = fields
-        return Tree(t, tuple(_tuplify(e) for e in entries), meta)
+    """Decode a canonical encoding; payload is a zero-copy view of ``buf``.
+
+    Raises:
+        ValueError: ``buf`` is not a well-formed object (wrong fields or types,
+            a Chunked whose size does not fit its chunk count...). Objects are
+            checked against their id before this, so a ValueError here means
+            bytes crafted to hash right, not a flipped bit.
+    """
+    try:
+        view = byte_view(buf)
+        if view.nbytes <= _SMALL_DECODE:
+            cls, fields = _parse_small(view)
+            end = view.nbytes
+        else:
+            cls, fields, end = _parse_large(view)
+        if end != view.nbytes:
+            raise ValueError("trailing bytes after object")
+        _check_fields(cls, fields)
+        if cls is Tree:
+            t, meta, entries = fields
+            return Tree(t, tuple(_tuplify(e) for e in entries), meta)
+        if cls is Chunked:
+            codec, meta, size, chunks = fields
+            return Chunked(codec, meta, size, tuple(chunks))
+        return cls(*fields)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - msgpack and malformed fields raise many kinds
+        raise ValueError(f"malformed object: {type(e).__name__}: {e}") from e
+
+
+# Field types per kind, payload excluded (it is checked by the parser).
+_FIELD_TYPES = {Blob: (str, dict), Chunk: (), Chunked: (str, dict, int, list), Tree: (str, dict, list),
+                Run: (dict,)}
+
+
+def _check_fields(cls, fields: list) -> None:
+    """Refuse an object whose fields do not have the kind's count and types."""
+    want = _FIELD_TYPES[cls]
+    has_payload = cls is Blob or cls is Chunk
+    if len(fields) != len(want) + has_payload:
+        raise ValueError(f"a {cls.kind} object needs {len(want) + has_payload} fields, has {len(fields)}")
+    for f, t in zip(fields, want):
+        if type(f) is not t:
+            raise ValueError(f"a {cls.kind} object has a {type(f).__name__} where a {t.__name__} belongs")
     if cls is Chunked:
-        codec, meta, size, chunks = fields
-        return Chunked(codec, meta, size, tuple(chunks))
-    return cls(*fields)
+        size, chunks = fields[2], fields[3]
+        # A payload is split into ceil(size / CHUNK_SIZE) chunks, each read into
+        # its slice of a buffer of ``size`` bytes: any other count would leave
+        # part of that buffer unwritten (or write past it).
+        if not chunks or not (len(chunks) - 1) * CHUNK_SIZE < size <= len(chunks) * CHUNK_SIZE:
+            raise ValueError(f"a chunked object of {size} bytes cannot have {len(chunks)} chunks")
+        if any(type(c) is not ObjectId for c in chunks):
+            raise ValueError("a chunked object lists something other than chunk ids")
 
 
 # Encodings up to this size are parsed in one call (the payload is copied).

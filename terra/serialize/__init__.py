@@ -6,6 +6,7 @@
     summarize(store, oid) -> dict           {"type": ..., "shape"/"dtype"/"len"..., "nbytes": ...}
     register_codec(type, encode, decode, name=...)
     store_path(store, path) / restore_path(store, oid, dest)   files and directories
+    hash_path(path) -> ObjectId            the id store_path would return, storing nothing
     figure_png(store, oid) -> bytes         PNG of a stored matplotlib figure
 
 Any object with a ``__terra_ref__`` attribute (an ObjectId) — e.g. an
@@ -26,9 +27,9 @@ Arrow buffer (not one IPC stream): numeric columns are then hashed in place,
 and unchanged columns are shared between versions of a frame.
 """
 
-from ._decode import load_value, summarize
+from ._decode import load_value, plain_value, summarize
 from ._encode import hash_value, store_value
-from ._files import restore_path, scratch_dir, set_scratch_dir, store_path
+from ._files import hash_path, restore_path, scratch_dir, set_scratch_dir, store_path
 from .registry import PickleWarning, register_codec
 
 
@@ -45,6 +46,7 @@ __all__ = [
     "figure_png",
     "hash_value",
     "load_value",
+    "plain_value",
     "register_codec",
     "restore_path",
     "scratch_dir",

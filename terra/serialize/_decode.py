@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptObject, SerializationError
+from ..errors import CorruptObject, SerializationError, TerraError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
 
-__all__ = ["Decoder", "load_value", "summarize"]
+__all__ = ["Decoder", "load_value", "plain_value", "summarize"]
 
 
 def read_object(store, oid: ObjectId) -> tuple[Any, np.ndarray | None]:
@@ -28,23 +28,38 @@ def read_object(store, oid: ObjectId) -> tuple[Any, np.ndarray | None]:
 
 
 class Decoder:
-    """Loads objects of one store back into values."""
+    """Loads objects of one store back into values.
+
+    Every decoder failure leaves as a terra error naming the object: a
+    decoder handed a well-hashed but malformed object (a crafted store) raises
+    CorruptObject, never the exception of whatever it tripped on.
+    """
 
     def __init__(self, store):
         self.store = store
+        self.oid: ObjectId | None = None  # the object whose decoder is running
 
     def load(self, oid: ObjectId) -> Any:
         """The value stored under ``oid``."""
-        obj, payload = read_object(self.store, oid)
-        if isinstance(obj, Tree):
-            fn = registry.TREE_DECODERS.get(obj.type)
+        obj = None
+        try:
+            obj, payload = read_object(self.store, oid)
+            self.oid = oid
+            if isinstance(obj, Tree):
+                fn = registry.TREE_DECODERS.get(obj.type)
+                if fn is None:
+                    raise SerializationError(f"object {oid.hex()} is a tree of unknown type {obj.type!r}")
+                return fn(self, obj)
+            fn = registry.BLOB_DECODERS.get(obj.codec)
             if fn is None:
-                raise SerializationError(f"object {oid.hex()} is a tree of unknown type {obj.type!r}")
-            return fn(self, obj)
-        fn = registry.BLOB_DECODERS.get(obj.codec)
-        if fn is None:
-            raise SerializationError(f"object {oid.hex()} uses unknown codec {obj.codec!r}")
-        return fn(self, obj, payload)
+                raise SerializationError(f"object {oid.hex()} uses unknown codec {obj.codec!r}")
+            return fn(self, obj, payload)
+        except TerraError:
+            raise
+        except MemoryError as e:
+            raise SerializationError(f"object {oid.hex()} ({_kind(obj)}) is too large to load here") from e
+        except Exception as e:  # noqa: BLE001 - a malformed object trips decoders in many ways
+            raise malformed(oid, obj, e) from e
 
     def entry(self, e: Any) -> Any:
         """The value of a Tree entry: inline primitives as they are, ids loaded."""
@@ -53,6 +68,30 @@ class Decoder:
     def payload(self, oid: ObjectId) -> np.ndarray:
         """The payload of a Blob/Chunked child as a fresh uint8 array."""
         return self.store.read_payload(oid)[1]
+
+    def signature(self, oid: ObjectId) -> bytes | None:
+        """The signature stored beside object ``oid`` (see :mod:`terra.trust`), if any."""
+        return stored_signature(self.store, oid)
+
+
+def _kind(obj) -> str:
+    if obj is None:
+        return "payload"
+    return f"tree {obj.type!r}" if isinstance(obj, Tree) else f"codec {getattr(obj, 'codec', obj.kind)!r}"
+
+
+def malformed(oid: ObjectId, obj, err: BaseException) -> CorruptObject:
+    """The error for an object its decoder cannot make sense of."""
+    return CorruptObject(f"object {oid.hex()} ({_kind(obj)}) is malformed: {type(err).__name__}: {err}")
+
+
+def stored_signature(store, oid: ObjectId) -> bytes | None:
+    """The signature stored with ``oid`` in ``store``, or None."""
+    from ..store import _framing
+
+    with store.backend.reading() as r:
+        raw = r.get(oid)
+        return None if raw is None else _framing.signature(raw)
 
 
 def _oid(store, oid) -> ObjectId:
@@ -102,6 +141,33 @@ def summarize(store, oid) -> dict:
     _load_codecs()
     oid = _oid(store, oid)
     obj = store.get(oid)
+    try:
+        return _summarize(store, obj)
+    except TerraError:
+        raise
+    except Exception as e:  # noqa: BLE001 - crafted meta trips summarizers in many ways
+        raise malformed(oid, obj, e) from e
+
+
+# Codecs whose decoders build plain Python values without running any other code.
+_PLAIN_CODECS = frozenset({"py", "str", "bytes"})
+
+
+def plain_value(store, oid) -> tuple[bool, Any]:
+    """``(True, value)`` if ``oid`` holds a None/bool/int/float/str/bytes, else ``(False, None)``.
+
+    Decided by the codec that would decode it, never by the type its meta
+    claims, so a view that shows small values inline never unpickles.
+    """
+    oid = _oid(store, oid)
+    obj = store.get(oid)
+    if not isinstance(obj, (Blob, Chunked)) or obj.codec not in _PLAIN_CODECS:
+        return False, None
+    value = load_value(store, oid)
+    return type(value) in (type(None), bool, int, float, str, bytes), value
+
+
+def _summarize(store, obj) -> dict:
     if isinstance(obj, Tree):
         fn = registry.SUMMARIZERS.get("tree:" + obj.type)
         if fn is not None:

@@ -13,19 +13,23 @@ are stored the same way, with the class's import path in the tree meta.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import pathlib
 import shutil
 import stat
 import tempfile
+import weakref
 
 import numpy as np
 
 from ..errors import SerializationError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
-from ._encode import FINDERS, Encoder, _StoreSink
+from ._encode import FINDERS, Encoder, _discard, _StoreSink
 
-__all__ = ["restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
+__all__ = ["hash_path", "restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
 
 _scratch: str | None = None
 
@@ -51,9 +55,14 @@ def make_scratch(prefix: str) -> str:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
-    """Emit the objects of a file or directory tree; returns the Tree's id."""
+def encode_path(enc: Encoder, path: str, meta: dict | None = None, file_blob=None) -> ObjectId:
+    """Emit the objects of a file or directory tree; returns the Tree's id.
+
+    ``file_blob(enc, path, read)`` may stand in for ``read(enc, path)`` (which
+    reads one file and emits its Blob), e.g. to answer from a cache.
+    """
     meta = dict(meta or {})
+    blob = _file_blob if file_blob is None else functools.partial(file_blob, read=_file_blob)
     entries: list[tuple[str, ObjectId]] = []
     execs: list[str] = []
     empty: list[str] = []
@@ -76,12 +85,12 @@ def encode_path(enc: Encoder, path: str, meta: dict | None = None) -> ObjectId:
                 if os.path.islink(full):
                     links[rel + name] = os.readlink(full)
                     continue
-                entries.append((rel + name, _file_blob(enc, full)))
+                entries.append((rel + name, blob(enc, full)))
                 if os.stat(full).st_mode & stat.S_IXUSR:
                     execs.append(rel + name)
     elif os.path.isfile(path):
         meta["path_kind"] = "file"
-        entries.append(("", _file_blob(enc, path)))
+        entries.append(("", blob(enc, path)))
         if os.stat(path).st_mode & stat.S_IXUSR:
             execs.append("")
     else:
@@ -102,12 +111,13 @@ def _file_blob(enc: Encoder, path: str) -> ObjectId:
     return enc.payload("file", {}, data)
 
 
-def store_path(store, path) -> ObjectId:
+def store_path(store, path, file_blob=None) -> ObjectId:
     """Store a file or a directory tree; returns the id to give :func:`restore_path`.
 
     Args:
         store: a :class:`terra.store.Store`.
         path: a file or directory.
+        file_blob: optional ``file_blob(enc, path, read)`` standing in for reading one file.
 
     Returns:
         The id of a ``Tree("dir")`` (equal contents give equal ids).
@@ -116,9 +126,18 @@ def store_path(store, path) -> ObjectId:
         SerializationError: ``path`` is neither a file nor a directory.
     """
     sink = _StoreSink(store)
-    oid = encode_path(Encoder(sink), os.fspath(path))
+    oid = encode_path(Encoder(sink), os.fspath(path), file_blob=file_blob)
     sink.flush()
     return oid
+
+
+def hash_path(path, file_blob=None) -> ObjectId:
+    """The id :func:`store_path` would return for ``path``, storing nothing.
+
+    Raises:
+        SerializationError: ``path`` is neither a file nor a directory.
+    """
+    return encode_path(Encoder(_discard), os.fspath(path), file_blob=file_blob)
 
 
 # -- restoring -----------------------------------------------------------------------------
@@ -216,18 +235,60 @@ def _find(enc: Encoder, v) -> ObjectId | None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _reads_itself(cls: type) -> bool:
+    return callable(getattr(cls, "__terra_read__", None)) and callable(getattr(cls, "__terra_write__", None))
+
+
 def _decode(dec, tree):
     cls_path = tree.meta.get("class")
-    # The scratch copy is left in place: __terra_read__ may keep reading it lazily.
+    cls = None
+    if cls_path is not None:  # checked before anything is written to disk
+        cls = registry.resolve_class(cls_path, "a class defining __terra_read__", _reads_itself, dec)
     tmp = make_scratch("terra-read-")
     path = os.path.join(tmp, "value")
-    restore_path(dec.store, _tree_id(tree), path)
-    if cls_path is None:
-        import pathlib
+    try:
+        restore_path(dec.store, _tree_id(tree), path)
+        if cls is None:
+            value = pathlib.Path(path)
+        else:
+            try:
+                value = cls.__terra_read__(path)
+            except Exception as e:  # noqa: BLE001 - user code
+                raise SerializationError(f"object {dec.oid.hex()}: {cls_path}.__terra_read__ failed: "
+                                         f"{type(e).__name__}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_with(value, tmp)
+    return value
 
-        return pathlib.Path(path)
-    cls = registry.import_class(cls_path)
-    return cls.__terra_read__(path)
+
+def _remove_with(value, tmp: str) -> None:
+    """Remove the scratch copy ``tmp`` once ``value`` no longer needs it.
+
+    ``__terra_read__`` may keep reading its path lazily (memory maps, zarr...),
+    so the copy lives as long as the value; values that cannot be weakly
+    referenced hold nothing lazily that a live reference does not already
+    keep open, so their copy goes now (open files and maps stay readable).
+    Anything left when the interpreter exits goes then.
+    """
+    try:
+        weakref.finalize(value, shutil.rmtree, tmp, True)
+    except TypeError:
+        if isinstance(value, pathlib.PurePath):
+            # The value is the path itself: it lives until exit.
+            _at_exit.add(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_at_exit: set[str] = set()
+
+
+@atexit.register
+def _remove_leftovers() -> None:
+    for tmp in list(_at_exit):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tree_id(tree: Tree) -> ObjectId:

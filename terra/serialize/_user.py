@@ -22,12 +22,17 @@ def _find(enc: Encoder, v) -> ObjectId | None:
 
 
 def _decode(dec, blob, payload):
-    name = blob.meta["codec"]
-    codec = registry.USER_BY_NAME.get(name)
+    name = blob.meta.get("codec")
+    codec = registry.USER_BY_NAME.get(name) if isinstance(name, str) else None
     if codec is None:
-        raise SerializationError(f"the stored {blob.meta.get('type', 'value')} needs codec {name!r}: "
+        raise SerializationError(f"object {dec.oid.hex()}: the stored {blob.meta.get('type', 'value')} "
+                                 f"needs codec {name!r}: "
                                  f"call terra.register_codec(..., name={name!r}) before loading it")
-    return codec.decode(payload.tobytes())
+    try:
+        return codec.decode(payload.tobytes())
+    except Exception as e:  # noqa: BLE001 - user code
+        raise SerializationError(f"object {dec.oid.hex()}: codec {name!r} failed to decode it: "
+                                 f"{type(e).__name__}: {e}") from e
 
 
 FINDERS.append(_find)

@@ -28,6 +28,7 @@ from ..objects import (
     object_id,
     split_payload,
 )
+from ..trust import signature_for
 from . import _framing
 from .base import Backend
 
@@ -225,7 +226,7 @@ class Store:
         oid = self._oid(oid)
         with self.backend.reading() as r:
             enc = self._verified(r, oid)
-            obj = decode(enc)
+            obj = _decode(oid, enc)
             if isinstance(obj, (Blob, Chunk)) and not isinstance(obj.data, bytes):
                 obj = type(obj)(*[bytes(f) if f is obj.data else f for f in _fields(obj)])
         return obj
@@ -239,13 +240,17 @@ class Store:
                 raise NotFound(f"object {oid.hex()} not found")
             enc = _framing.unframe(oid, raw)
             _verify(oid, enc)
-            obj = decode(enc)
+            obj = _decode(oid, enc)
             if isinstance(obj, Blob):
                 data = np.frombuffer(obj.data, np.uint8)
-                out = data.copy() if raw[0] == _framing.RAW else _own(enc, obj.data)
+                out = data.copy() if _framing.is_view(raw) else _own(enc, obj.data)
                 return Blob(obj.codec, obj.meta, b""), out
             if not isinstance(obj, Chunked):
                 raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
+            # Every chunk must be present before a buffer of the claimed size is allocated.
+            for cid, present in zip(obj.chunks, self.backend.has_many(list(obj.chunks))):
+                if not present:
+                    raise NotFound(f"chunk {cid.hex()} of object {oid.hex()} not found")
             out = np.empty(obj.size, dtype=np.uint8)
             jobs = []
             for i, cid in enumerate(obj.chunks):
@@ -429,12 +434,20 @@ def _payload_size(obj) -> int:
 def _frame(pair):
     oid, obj = pair
     header, payload = encode(obj)
-    return oid, _framing.frame(header, payload)
+    return oid, _framing.frame(header, payload, signature_for(oid, obj))
 
 
 def _verify(oid: ObjectId, enc) -> None:
     if digest((enc,)) != oid:
         raise CorruptObject(f"object {oid.hex()} is corrupt: its bytes do not match its id")
+
+
+def _decode(oid: ObjectId, enc) -> Object:
+    """``decode(enc)``, a malformed object reported as CorruptObject naming ``oid``."""
+    try:
+        return decode(enc)
+    except ValueError as e:
+        raise CorruptObject(f"object {oid.hex()} is corrupt: {e}") from e
 
 
 def _own(enc: memoryview, data: memoryview) -> np.ndarray:

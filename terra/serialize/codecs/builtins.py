@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-from ...errors import SerializationError
+from ...errors import CorruptObject, SerializationError
 from ...objects import Blob, ObjectId, Tree, canonical_pack
 from ...objects.model import EXT_BIGINT
 from .. import registry
@@ -150,14 +150,25 @@ def _enc_counter(enc: Encoder, d) -> ObjectId:
     return enc.emit(Tree("Counter", _dict_entries(enc, d)))
 
 
+# Factories a stored defaultdict may name: classes terra itself builds values of.
+_FACTORIES = frozenset({list, dict, set, frozenset, tuple, int, float, complex, str, bytes, bytearray, bool,
+                        collections.OrderedDict, collections.Counter, collections.defaultdict,
+                        collections.deque})
+
+
+def _is_factory(cls: type) -> bool:
+    """Whether a defaultdict stored with factory ``cls`` may call it on load (the one rule)."""
+    return cls in _FACTORIES or dataclasses.is_dataclass(cls)
+
+
 def _enc_defaultdict(enc: Encoder, d) -> ObjectId:
     f = d.default_factory
     if f is None:
         path = None
-    elif isinstance(f, type) and registry.importable(f):
+    elif isinstance(f, type) and _is_factory(f) and registry.importable(f):
         path = registry.class_path(f)
     else:
-        return pickle_value(enc, d)  # a lambda or local factory: let pickle decide (and explain)
+        return pickle_value(enc, d)  # a lambda or another class: let pickle decide (and explain)
     return enc.emit(Tree("defaultdict", _dict_entries(enc, d), {"factory": path}))
 
 
@@ -191,7 +202,7 @@ def _dec_counter(dec, tree):
 
 def _dec_defaultdict(dec, tree):
     path = tree.meta.get("factory")
-    factory = registry.import_class(path) if path else None
+    factory = registry.resolve_class(path, "a defaultdict factory", _is_factory, dec) if path else None
     return collections.defaultdict(factory, {dec.entry(k): dec.entry(v) for k, v in tree.entries})
 
 
@@ -214,7 +225,11 @@ def _enc_dataclass(enc: Encoder, v) -> ObjectId | None:
 
 
 def _dec_dataclass(dec, tree):
-    cls = registry.import_class(tree.meta["class"])
+    cls = registry.resolve_class(tree.meta.get("class"), "a dataclass", dataclasses.is_dataclass, dec)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name, _ in tree.entries:
+        if name not in known:
+            raise CorruptObject(f"object {dec.oid.hex()}: {name!r} is not a field of {tree.meta['class']}")
     obj = cls.__new__(cls)
     # object.__setattr__: works for frozen dataclasses, and skips __init__ side effects.
     for name, e in tree.entries:
@@ -230,8 +245,15 @@ def _enc_namedtuple(enc: Encoder, v) -> ObjectId | None:
     return enc.emit(Tree("namedtuple", entries, {"class": registry.class_path(cls)}))
 
 
+def _is_namedtuple_type(cls: type) -> bool:
+    return issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple) and hasattr(cls, "_make")
+
+
 def _dec_namedtuple(dec, tree):
-    cls = registry.import_class(tree.meta["class"])
+    cls = registry.resolve_class(tree.meta.get("class"), "a namedtuple", _is_namedtuple_type, dec)
+    if len(tree.entries) != len(cls._fields):
+        raise CorruptObject(f"object {dec.oid.hex()}: {len(tree.entries)} values for the "
+                            f"{len(cls._fields)} fields of {tree.meta['class']}")
     return cls._make(dec.entry(e) for e in tree.entries)
 
 
@@ -244,7 +266,7 @@ def _enc_enum(enc: Encoder, v: enum.Enum) -> ObjectId | None:
 
 
 def _dec_enum(dec, tree):
-    cls = registry.import_class(tree.meta["class"])
+    cls = registry.resolve_class(tree.meta.get("class"), "an Enum", lambda c: issubclass(c, enum.Enum), dec)
     return cls(dec.entry(tree.entries[0]))
 
 

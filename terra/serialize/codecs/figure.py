@@ -10,9 +10,10 @@ pickles and PNG output for the same drawing.
 from __future__ import annotations
 
 import io
+import struct
 
 from ...config import get_config
-from ...errors import SerializationError
+from ...errors import CorruptObject, SerializationError
 from ...objects import Blob, Chunked, ObjectId, Tree
 from .. import registry
 from .._encode import FINDERS, Encoder, loaded, type_name
@@ -39,11 +40,23 @@ def _decode(dec, tree):
     if pickled is not None and get_config().allow_pickle:
         # Figure.__setstate__ gives it a canvas (and a pyplot manager if it had one).
         return dec.load(pickled)
-    return _figure_from_png(dec.payload(png).tobytes(), tree.meta)
+    oid = dec.oid
+    return _figure_from_png(oid, dec.payload(png).tobytes(), tree.meta)
 
 
-def _figure_from_png(png: bytes, meta: dict):
+# A figure's PNG is decoded to RGBA floats: refuse sizes no saved figure has
+# before allocating them (a crafted header can claim 2**31 x 2**31 pixels).
+_MAX_PIXELS = 1 << 26
+
+
+def _figure_from_png(oid, png: bytes, meta: dict):
     import matplotlib.image as mimage
+
+    if len(png) < 24 or png[12:16] != b"IHDR":
+        raise CorruptObject(f"object {oid.hex()}: the stored figure's PNG has no header")
+    width, height = struct.unpack(">II", png[16:24])
+    if width * height > _MAX_PIXELS:
+        raise CorruptObject(f"object {oid.hex()}: the stored figure's PNG claims {width}x{height} pixels")
     from matplotlib.figure import Figure
 
     img = mimage.imread(io.BytesIO(png), format="png")

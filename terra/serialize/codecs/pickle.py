@@ -14,18 +14,25 @@ Safety checks, all cheap relative to pickling itself:
   without ``__eq__`` compare by identity, so no comparison can mean anything
   for them.) Comparisons that raise or are ambiguous (arrays) are skipped, and
   so are copies not equal even to themselves (NaN inside).
+- Sets and frozensets inside a pickle are written in a canonical order (by the
+  pickled bytes of each element), so a value's id does not depend on the
+  process's hash seed.
+- Loading unpickles only payloads signed with this user's key (see
+  :mod:`terra.trust`) unless ``allow_foreign_pickles`` is on.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import threading
 from typing import Any
 
 import numpy as np
 
+from ... import trust
 from ...config import get_config
-from ...errors import PickleRefused
+from ...errors import PickleRefused, SerializationError, UntrustedObject
 from ...objects import ObjectId, Tree
 from .. import registry
 from ..registry import PickleWarning
@@ -34,6 +41,7 @@ from .._encode import Encoder, type_name, warn_user
 __all__ = ["fallback", "pickle_value", "unpickle"]
 
 CODEC = "pickle"
+assert CODEC in trust.SIGNED_CODECS  # what the store signs is what this module unpickles
 CHECK_MAX = 16 << 20  # round-trip comparison only below this many pickled bytes
 
 _warned: set[type] = set()
@@ -67,7 +75,11 @@ def pickle_value(enc: Encoder, value: Any, *, warn: bool = True, check: bool = T
                               "(register a codec for this type, or turn allow_pickle on)", PickleRefused)
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        try:
+            data = _dumps_setless(value, buffers.append)
+        except _HoldsSet:
+            buffers = []
+            data = canonical_dumps(value, buffers.append)
         raws = [b.raw() for b in buffers]
     except BufferError:  # a non-contiguous buffer cannot go out of band: keep it in the pickle
         buffers, raws = [], []
@@ -88,9 +100,93 @@ def pickle_value(enc: Encoder, value: Any, *, warn: bool = True, check: bool = T
 
 def _dumps(enc: Encoder, value: Any) -> bytes:
     try:
-        return pickle.dumps(value, protocol=5)
+        try:
+            return _dumps_setless(value)
+        except _HoldsSet:
+            return canonical_dumps(value)
     except Exception as e:  # noqa: BLE001
         _raise_unpicklable(enc, value, e)
+
+
+# -- canonical sets ------------------------------------------------------------------------
+#
+# A set pickles in iteration order, which for str/bytes elements depends on
+# the hash seed: the same value would get a new id in every process. The C
+# pickler has no hook to reorder exact sets, but its persistent_id hook sees
+# every object: a value is pickled by C until a set turns up, and only then
+# written again by the Python pickler with sets sorted by their elements' own
+# pickles (measured: the hook costs about as much again as C pickling; the
+# Python pickler ~15x).
+
+
+class _HoldsSet(Exception):
+    pass
+
+
+class _SetlessPickler(pickle.Pickler):
+    """The C pickler, stopping at the first set or frozenset (output otherwise unchanged)."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, (set, frozenset)):
+            raise _HoldsSet
+        return None
+
+
+def _dumps_setless(value: Any, buffer_callback=None) -> bytes:
+    f = io.BytesIO()
+    _SetlessPickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return f.getvalue()
+
+
+def _element_key(x: Any) -> bytes:
+    try:
+        return _dumps_setless(x)
+    except _HoldsSet:
+        return canonical_dumps(x)
+
+
+class _CanonicalPickler(pickle._Pickler):  # the Python pickler: its dispatch table can be changed
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_set(self, obj):
+        # Same opcodes as pickle's own save_set, elements in canonical order.
+        self.write(pickle.EMPTY_SET)
+        self.memoize(obj)
+        items = sorted(obj, key=_element_key)
+        for i in range(0, len(items), 1000):
+            self.write(pickle.MARK)
+            for x in items[i : i + 1000]:
+                self.save(x)
+            self.write(pickle.ADDITEMS)
+
+    def save_frozenset(self, obj):
+        self.write(pickle.MARK)
+        for x in sorted(obj, key=_element_key):
+            self.save(x)
+        if id(obj) in self.memo:  # an element referred back to the set
+            self.write(pickle.POP_MARK + self.get(self.memo[id(obj)][0]))
+            return
+        self.write(pickle.FROZENSET)
+        self.memoize(obj)
+
+    dispatch[set] = save_set
+    dispatch[frozenset] = save_frozenset
+
+    def reducer_override(self, obj):
+        # Subclasses of set reduce to (cls, (list(self),), state): sort that list.
+        if isinstance(obj, (set, frozenset)) and type(obj) not in (set, frozenset):
+            rv = obj.__reduce_ex__(self.proto)
+            if isinstance(rv, tuple) and len(rv) >= 2 and len(rv[1]) == 1 and isinstance(rv[1][0], list):
+                return (rv[0], (sorted(rv[1][0], key=_element_key),), *rv[2:])
+            return rv
+        return NotImplemented
+
+
+def canonical_dumps(value: Any, buffer_callback=None) -> bytes:
+    """``pickle.dumps(value, protocol=5)`` with every set's elements in a canonical order."""
+    f = io.BytesIO()
+    _CanonicalPickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return f.getvalue()
 
 
 def _raise_unpicklable(enc: Encoder, value: Any, err: Exception):
@@ -147,10 +243,27 @@ def _check_round_trip(enc: Encoder, value: Any, data: bytes, raws: list) -> None
 
 
 def unpickle(data, buffers=(), what: str = "value") -> Any:
-    """``pickle.loads`` that honours ``allow_pickle``."""
+    """``pickle.loads`` that honours ``allow_pickle`` (callers check the signature first)."""
     if not get_config().allow_pickle:
         raise PickleRefused(f"the stored {what} is a pickle and allow_pickle is off")
-    return pickle.loads(data, buffers=buffers)
+    try:
+        return pickle.loads(data, buffers=buffers)
+    except Exception as e:  # noqa: BLE001 - unpickling runs the pickled classes' code
+        raise SerializationError(f"the stored {what} cannot be unpickled: {type(e).__name__}: {e}") from e
+
+
+def _check_trusted(dec, what: str) -> None:
+    """Refuse to unpickle ``dec.oid`` unless this user signed it or foreign pickles are allowed."""
+    cfg = get_config()
+    if not cfg.allow_pickle:
+        raise PickleRefused(f"the stored {what} is a pickle and allow_pickle is off")
+    oid = dec.oid
+    if cfg.allow_foreign_pickles or trust.verify(oid, dec.signature(oid)):
+        return
+    raise UntrustedObject(
+        f"object {oid.hex()} is a pickle (of {what}) that was not written by you (no signature from your key "
+        f"{cfg.pickle_key_path}): unpickling it could run any code. If you trust where this store came from, "
+        f"use --trust on the command line or terra.configure(allow_foreign_pickles=True)")
 
 
 def fallback(enc: Encoder, value: Any) -> ObjectId:
@@ -158,15 +271,21 @@ def fallback(enc: Encoder, value: Any) -> ObjectId:
     return pickle_value(enc, value)
 
 
+def _what(obj) -> str:
+    what = obj.meta.get("type", "value")
+    return what if isinstance(what, str) else "value"
+
+
 def _decode_blob(dec, blob, payload: np.ndarray) -> Any:
-    return unpickle(payload, what=blob.meta.get("type", "value"))
+    what = _what(blob)
+    _check_trusted(dec, what)
+    return unpickle(payload, what=what)
 
 
 def _decode_tree(dec, tree) -> Any:
+    what = _what(tree)
+    _check_trusted(dec, what)
     main, *parts = tree.entries
-    what = tree.meta.get("type", "value")
-    if not get_config().allow_pickle:
-        raise PickleRefused(f"the stored {what} is a pickle and allow_pickle is off")
     return unpickle(dec.payload(main), [dec.payload(p) for p in parts], what)
 
 
