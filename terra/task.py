@@ -24,7 +24,6 @@ import msgpack
 import xxhash
 
 from . import runs as R
-from .capture import Capture
 from .config import get_config
 from .errors import SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
@@ -592,6 +591,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     fields["origin"] = [store.uuid, run_id]
     fields["parents"] = R.parent_records(store, {a.run_id for a in arts if a.run_id is not None})
     status, result, error, exc = "success", None, None, None
+    from .capture import Capture  # logging: loaded by the first miss, not by import
+
     capture = Capture()
     inputs_tree = Tree("inputs", ())
     try:

@@ -114,7 +114,9 @@ def test_import_and_task_path_do_not_load_pandas_or_maintenance(tmp_path, subpro
         import sys
         import terra
         loaded = lambda: sorted(m for m in ("pandas", "pyarrow", "terra.gc", "terra.fsck", "terra.retention",
-                                            "terra.provenance", "terra.why", "terra.query") if m in sys.modules)
+                                            "terra.provenance", "terra.why", "terra.query", "terra.fingerprint",
+                                            "terra.environment", "terra.capture", "logging", "concurrent.futures",
+                                            "socket") if m in sys.modules)
         print(loaded())
         import numpy as np
         terra.configure(storage_dir={str(tmp_path)!r}, quiet=True)

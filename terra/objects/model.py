@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -434,6 +433,8 @@ def parallel_ids(objs: list) -> list[ObjectId]:
         return [object_id(o) for o in objs]
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():  # a forked child gets its own
+        from concurrent.futures import ThreadPoolExecutor  # (and logging): not at import
+
         _pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="terra-hash")
         _pool_pid = os.getpid()
     out: list = [None] * n

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -31,6 +30,9 @@ from ..objects import (
 from ..trust import signature_for
 from . import _framing
 from .base import Backend
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]
 
@@ -101,6 +103,8 @@ def _threads() -> ThreadPoolExecutor:
     """A small pool for compressing and decompressing chunks (zstd and xxhash release the GIL)."""
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor  # (and logging): not at import
+
         _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="terra-io")
         _pool_pid = os.getpid()
     return _pool
