@@ -818,12 +818,14 @@ def gc_cmd(dry_run, grace, do_compact, as_json):
 
 @cli.command("fsck")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def fsck_cmd(as_json):
+@click.option("--repair", is_flag=True, help="Rebuild damaged indexes from the run records (never deletes "
+              "a record or object); reports each change.")
+def fsck_cmd(as_json, repair):
     """Verify every object, reference and index; exit 1 if anything is damaged."""
     import dataclasses
 
     with _progress() as cb:
-        report = terra.fsck(progress=cb)
+        report = terra.fsck(progress=cb, repair=repair)
     if as_json:
         _print_json({**dataclasses.asdict(report), "ok": report.ok})
     else:

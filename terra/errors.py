@@ -10,6 +10,8 @@ __all__ = [
     "AmbiguousPrefix",
     "ConfigError",
     "CorruptObject",
+    "CorruptRef",
+    "DamagedRefWarning",
     "LeaseTimeout",
     "NotFound",
     "NotifyError",
@@ -68,6 +70,14 @@ class AmbiguousPrefix(NotFound):
 
 class CorruptObject(TerraError, ValueError):
     """Stored bytes do not hash to the id they are stored under."""
+
+
+class CorruptRef(CorruptObject):
+    """A ref entry (run, index, tag, counter) fails its checksum or disagrees with its record."""
+
+
+class DamagedRefWarning(UserWarning):
+    """A damaged ref entry was skipped (listing) or ignored (a cache hit recomputed)."""
 
 
 class SerializationError(TerraError, TypeError):

@@ -36,7 +36,7 @@ from . import runs as R
 from ._walk import children
 from ._format import human_size as _size
 from .objects import ObjectId
-from .errors import StoreError, TerraError
+from .errors import CorruptRef, StoreError, TerraError
 from .store import HOLD_PREFIX, Store
 
 __all__ = ["CompactStats", "DiskUsage", "GCStats", "MIN_GRACE", "StoreBusy", "TaskUsage", "compact", "du", "gc",
@@ -111,6 +111,9 @@ def live_roots(store: Store) -> set[ObjectId]:
             if isinstance(entry, ObjectId):
                 roots.add(entry)
         roots.update(ObjectId(k[-16:]) for k, live_run in _holds(txn) if live_run)
+    if txn.damaged:  # a damaged run entry hides its record: collecting now could delete a live run
+        raise CorruptRef(f"{len(txn.damaged)} damaged refs; gc would not see every run: "
+                         "run `terra fsck --repair` first")
     return roots
 
 

@@ -54,8 +54,8 @@ def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: 
 
 def committed_counter(store: Store) -> int:
     """The highest run id ever committed durably (the short-lived counter may have been reset)."""
-    raw = store.get_ref(R.K_COMMITTED)
-    return int.from_bytes(raw, "big") if raw else 0
+    with store.refs() as txn:
+        return R.committed(txn)
 
 
 def end(txn, t, run_id: int, key: bytes, give_back: bool = False) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from . import runs as R
-from .errors import NotFound
+from .errors import CorruptRef, NotFound
 from .objects import HEX_CHARS, ObjectId, Tree
 from .store import Store
 
@@ -146,15 +146,18 @@ def _walk(txn, frontier: list[int], seen: set[int], edges: set, prefix: bytes, d
 
 
 def _node(txn, rid: int) -> RunNode:
-    raw = txn.get(R.k_run(rid))
-    if raw is None:
+    try:
+        raw = txn.get(R.k_run(rid))
+        ref = None if raw is None else R.decode_run_ref(rid, raw)
+    except CorruptRef:  # one damaged entry must not hide the rest of the lineage
+        return RunNode(rid, None, "damaged")
+    if ref is None:
         return RunNode(rid, None, "missing")
-    ref = R.unpack(raw)
     return RunNode(rid, ref.get("task"), R._live_status(ref, ref), ref.get("start_time"))
 
 
 _COLORS = {"success": "#d4edda", "failure": "#f8d7da", "interrupted": "#ffe5b4", "running": "#fff3cd",
-           "missing": "#e2e3e5"}
+           "missing": "#e2e3e5", "damaged": "#f8d7da"}
 
 
 class Lineage:

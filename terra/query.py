@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 
 from . import runs as R
-from .errors import NotFound
-from .objects import Run
+from .errors import CorruptRef, DamagedRefWarning, NotFound, TerraError
 from .session import current_store
 from .store import Store
 
@@ -46,6 +45,9 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
         status: ``running``, ``success``, ``failure`` or ``interrupted``.
         since, until: datetimes, ISO strings or epoch seconds bounding the start time.
         limit: at most this many runs (the newest); records beyond it are not read.
+
+    A damaged run entry is left out with a ``DamagedRefWarning``; a run whose
+    record cannot be read is listed with status ``damaged`` (``terra fsck`` says more).
     """
     import pandas as pd
 
@@ -58,27 +60,38 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
             ident, name = identity or name, None
             prefix = R.k_task_prefix(ident)
             ids = [int.from_bytes(k[-8:], "big") for k, _ in txn.scan(prefix, reverse=True)]
-            refs = [(rid, txn.get(R.k_run(rid))) for rid in ids]
+            refs = [(rid, _get(txn, R.k_run(rid))) for rid in ids]
         else:
             refs = [(int.from_bytes(k[4:], "big"), v) for k, v in txn.scan(b"run/", reverse=True)]
     rows = []
+    # Per-entry fault tolerance: a damaged entry is skipped (and warned about by the
+    # scan), a run whose record cannot be read is listed with status "damaged".
     for rid, raw in refs:
         if limit is not None and len(rows) >= limit:
             break
         if raw is None:
             continue
-        ref = R.unpack(raw)
+        try:
+            ref = R.decode_run_ref(rid, raw)
+        except CorruptRef as e:
+            _warn(e)
+            continue
         if name is not None and ref.get("task") != name:
             continue
         start = ref.get("start_time")
-        if (lo is not None and start < lo) or (hi is not None and start > hi):
+        if not isinstance(start, (int, float)):
+            start = None
+        if (lo is not None and (start is None or start < lo)) or (hi is not None and (start is None or start > hi)):
             continue
         fields = dict(ref)
+        damaged = None
         if ref.get("record") is not None:
-            obj = store.get(ref["record"])
-            if isinstance(obj, Run):
-                fields = {**obj.fields, **{k: v for k, v in ref.items() if k != "record"}}
-        st = R._live_status(fields, ref)
+            try:
+                fields = {**R.verified_record(store, rid, ref).fields, **{k: v for k, v in ref.items() if k != "record"}}
+            except TerraError as e:
+                _warn(e)
+                damaged = type(e).__name__
+        st = "damaged" if damaged else R._live_status(fields, ref)
         if status is not None and st != status:
             continue
         git = fields.get("git") or {}
@@ -91,7 +104,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
             "duration": (end - start) if end and start else None,
             "hostname": fields.get("host"), "user": fields.get("user"),
             "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
-            "parents": fields.get("parents") or [], "error": err.get("type"),
+            "parents": fields.get("parents") or [], "error": damaged or err.get("type"),
         })
     if any(r["parents"] for r in rows):  # records name parents by record id: local run ids, in one snapshot
         with store.refs() as txn:
@@ -102,6 +115,20 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
     for col in ("start_time", "end_time"):
         df[col] = pd.to_datetime(df[col].astype("float64"), unit="s", utc=True)
     return df
+
+
+def _get(txn, key: bytes):
+    try:
+        return txn.get(key)
+    except CorruptRef as e:
+        _warn(e)
+        return None
+
+
+def _warn(e: Exception) -> None:
+    import warnings
+
+    warnings.warn(str(e), DamagedRefWarning, stacklevel=3)
 
 
 def get_artifact(id_or_prefix: str, store: Store | None = None):

@@ -6,7 +6,7 @@ ref space holds the mutable parts, all keyed so prefix scans answer queries:
     counter/committed                 highest run id committed
     run/<id:8>                        msgpack: status, task, start, record id
     task/<identity>\\0<id:8>           status, one byte (runs of a task)
-    cache/<key:16>                    <id:8> + msgpack output entry (cache hits)
+    cache/<key:16>                    <id:8> + msgpack output entry and record id (cache hits)
     edge/c/<consumer:8><producer:8><artifact:16>   inputs of a run
     edge/p/<producer:8><consumer:8><artifact:16>   uses of a run's outputs
     tag/<name>                        <id:8>
@@ -17,6 +17,14 @@ Records mean the same in every store: ``origin`` is ``[store uuid, run id]``
 where the run was made, and ``parents`` lists the producer runs by record id
 (32 hex), never by local run id. Readers translate them back to local run ids
 through ``record/``; pulled runs get local ids of their own.
+
+Every value is stored sealed with a checksum over key and value
+(``terra.store._refs``): reads verify it, a damaged entry raises
+``CorruptRef`` (``get``) or is skipped and reported (``scan``). A cache entry
+is served only once the verified record of the run it names confirms it
+(:func:`cache_hit`), so a wrong value needs a wrong entry *and* a record
+agreeing with it. A record names its run (``origin`` if made here, else
+``record/``), so ``terra fsck --repair`` rebuilds the indexes from them.
 
 A run in progress is short-lived state (``Store.update_state``): its
 ``run/`` and ``task/`` entries, its ``lease/<key:16>`` (pid, host, expiry)
@@ -33,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import NotFound
+from .errors import CorruptRef, NotFound
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
@@ -102,6 +110,29 @@ def k_record(record: bytes) -> bytes:
     return b"record/" + bytes(record)
 
 
+def get_or_damaged(txn, key: bytes) -> bytes | None:
+    """``txn.get(key)``, None when the entry is damaged (for writers that overwrite it)."""
+    try:
+        return txn.get(key)
+    except CorruptRef:
+        return None
+
+
+def committed(txn) -> int:
+    """The highest run id committed durably: its counter, or the highest run entry if higher.
+
+    A damaged or lost counter must never make run ids be handed out twice, so the
+    last ``run/`` key (checksums unchecked: a damaged entry still holds its id) backs it up.
+    """
+    try:
+        raw = txn.get(K_COMMITTED)
+        counter = int.from_bytes(raw, "big") if raw else 0
+    except CorruptRef:
+        counter = 0
+    last = next(iter(getattr(txn, "txn", txn).scan(b"run/", True)), None)
+    return max(counter, int.from_bytes(last[0][4:12], "big") if last else 0)
+
+
 def status_byte(status: str) -> bytes:
     return _STATUS_BYTE[status]
 
@@ -148,11 +179,16 @@ def _utf8(value: str) -> bool:
     return True
 
 
-def pack_entry(entry) -> bytes:
-    """A record entry (inline value or ObjectId) as msgpack bytes for an index."""
-    if isinstance(entry, ObjectId):
-        return pack({"id": bytes(entry)})
-    return pack({"v": entry})
+def pack_entry(entry, record: bytes | None = None) -> bytes:
+    """A record entry (inline value or ObjectId) as msgpack bytes for an index.
+
+    ``record``: the id of the run record that holds it (cache entries), so a hit
+    is confirmed against that record in one read.
+    """
+    d = {"id": bytes(entry)} if isinstance(entry, ObjectId) else {"v": entry}
+    if record is not None:
+        d["r"] = bytes(record)
+    return pack(d)
 
 
 def unpack_entry(b: bytes):
@@ -168,12 +204,92 @@ def run_ref(store: Store, run_id: int) -> dict:
 
     Raises:
         NotFound: no run has this id.
+        CorruptRef: its entry is damaged.
     """
     with store.refs() as txn:
         raw = txn.get(k_run(run_id))
     if raw is None:
         raise NotFound(f"no run with run_id={run_id!r}")
-    return unpack(raw)
+    return decode_run_ref(run_id, raw)
+
+
+def decode_run_ref(run_id: int, raw: bytes) -> dict:
+    """A ``run/`` entry's value as a dict.
+
+    Raises:
+        CorruptRef: it is not one (a checksummed entry written wrongly, or a legacy store's damage).
+    """
+    try:
+        ref = unpack(raw)
+    except Exception as e:  # noqa: BLE001 - any undecodable entry is damage
+        raise CorruptRef(f"run {run_id}: its entry cannot be decoded ({type(e).__name__}); "
+                         "run `terra fsck --repair`") from None
+    if not isinstance(ref, dict) or not isinstance(ref.get("record", None), (bytes, type(None))):
+        raise CorruptRef(f"run {run_id}: its entry is not a run entry; run `terra fsck --repair`")
+    return ref
+
+
+def verified_record(store: Store, run_id: int, ref: dict) -> Run:
+    """The verified ``Run`` record a run entry names, checked to be that run's.
+
+    Raises:
+        CorruptRef: it names something that is not this run's record.
+        NotFound, CorruptObject: the record is missing or damaged.
+    """
+    rec = bytes(ref["record"])
+    obj = store.get(ObjectId(rec))
+    if not isinstance(obj, Run) or local_run_id(store, rec, obj.fields) not in (run_id, None):
+        raise CorruptRef(f"run {run_id}: its entry names object {rec.hex()}, "
+                         "which is not its record; run `terra fsck --repair`")
+    return obj
+
+
+def local_run_id(store: Store, record: bytes, fields: dict) -> int | None:
+    """The local run id a verified record belongs to, or None where nothing says.
+
+    A run made here names itself in its ``origin``; a pulled run through the
+    ``record/`` index; a record older than both (format 1) names no run.
+    """
+    origin = fields.get("origin")
+    if isinstance(origin, (list, tuple)) and len(origin) == 2 and origin[0] == store.uuid:
+        return origin[1] if isinstance(origin[1], int) else -1
+    with store.refs() as txn:
+        raw = get_or_damaged(txn, k_record(record))
+    return int.from_bytes(raw, "big") if raw and len(raw) == 8 else None
+
+
+def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
+    """The run id and output entry of a cache entry, confirmed by that run's verified record.
+
+    The output comes from the record, not from the entry; the record (named by
+    the entry, or by the run's entry for caches written before records were
+    named) must be this run's, successful, with this cache key and this output.
+    Confirmations are remembered per store for the exact entry bytes, so a
+    repeated hit costs one get and one dict lookup; a first hit one record read.
+
+    Raises:
+        CorruptRef: the entry does not match the record it names (or either is unreadable).
+    """
+    memo = store.__dict__.setdefault("_confirmed_hits", {})
+    k = (key, raw)
+    hit = memo.get(k)
+    if hit is not None:
+        return hit
+    rid = int.from_bytes(raw[:8], "big")
+    try:
+        d = unpack(raw[8:])
+        rec = d.get("r") or run_ref(store, rid).get("record")
+        fields = verified_record(store, rid, {"record": rec}).fields if rec else {}
+        ok = (fields.get("status") == "success" and bytes(fields.get("cache_key") or b"") == bytes(key)
+              and pack_entry(fields.get("output")) == pack_entry(unpack_entry(raw[8:])))
+    except Exception as e:  # noqa: BLE001 - whatever fails, the hit is not confirmed
+        raise CorruptRef(f"cache entry {bytes(key).hex()} (run {rid}) cannot be confirmed: {e}") from None
+    if not ok:
+        raise CorruptRef(f"cache entry {bytes(key).hex()} does not match the record of run {rid}")
+    if len(memo) > 65536:
+        memo.clear()
+    hit = memo[k] = (rid, fields.get("output"))
+    return hit
 
 
 def _check_id(run_id) -> int:
@@ -197,9 +313,7 @@ def get_run(run_id: int, store: Store | None = None) -> dict:
         fields = dict(ref)
         fields.pop("record", None)
     else:
-        obj = store.get(ObjectId(rec))
-        assert isinstance(obj, Run)
-        fields = dict(obj.fields)
+        fields = dict(verified_record(store, run_id, ref).fields)
     fields["run_id"] = run_id
     fields["status"] = _live_status(fields, ref)
     if fields.get("parents"):
@@ -218,12 +332,15 @@ def record_of(txn, run_id: int) -> bytes | None:
 
 
 def run_of_record(txn, record: bytes) -> int | None:
-    """The local run id whose record is ``record`` (None if no run here has it, or it was removed)."""
-    raw = txn.get(k_record(record))
+    """The local run id whose record is ``record`` (None if no run here has it, or it was removed).
+
+    A damaged entry counts as absent (fsck reports it; ``fsck --repair`` rebuilds it).
+    """
+    raw = get_or_damaged(txn, k_record(record))
     if raw is None:
         return None
     rid = int.from_bytes(raw, "big")
-    return rid if txn.get(k_run(rid)) is not None else None
+    return rid if get_or_damaged(txn, k_run(rid)) is not None else None
 
 
 def parent_records(store: Store, run_ids) -> list[str]:
@@ -303,7 +420,9 @@ def migrate(store: Store) -> int:
             ref["record"] = bytes(oid)
             txn.put(k_run(rid), pack(ref))
             txn.put(k_record(oid), rid8(rid))
-        txn.put(K_FORMAT, str(RECORD_FORMAT).encode())
+        from .store._store import FORMAT_VERSION
+
+        txn.put(K_FORMAT, str(FORMAT_VERSION).encode())  # its refs were sealed when the store opened
 
     store.commit(objs, commit)
     return len(objs)

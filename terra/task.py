@@ -18,6 +18,7 @@ import sys
 import time
 import types
 import traceback
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
@@ -25,7 +26,7 @@ import xxhash
 
 from . import runs as R
 from .config import get_config
-from .errors import SerializationError, TaskError
+from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
@@ -538,20 +539,40 @@ def _execute(t: Task, args, kwargs, force: bool):
             # A call that finished between our lookup and our lease: its result stands.
             hit = _lookup(store, key) if use_cache else None
             if hit is None:
-                with store.holding(value):  # gc keeps what the run writes until its record commits
-                    return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                try:
+                    with store.holding(value):  # gc keeps what the run writes until its record commits
+                        return _run(t, store, cfg, value, key, args, kwargs, bound, dumped)
+                except BaseException:
+                    _abandon(t, store, key, value)
+                    raise
             store.update_state(lambda txn, rid=value: end(txn, t, rid, key, give_back=True))
             return _hit(t, store, hit, cfg)
         wait(store, key, value)
 
 
+def _abandon(t: Task, store: Store, key: bytes, run_id: int) -> None:
+    """Drop a run's lease and short-lived state whatever failed (idempotent after a normal end).
+
+    A failure before the run's own cleanup (a damaged store while its record is
+    prepared, say) must not leave a lease this process keeps renewing: the next
+    identical call would wait on it forever.
+    """
+    leases.release(store, key, run_id)
+    try:
+        store.update_state(lambda txn: end(txn, t, run_id, key))
+    except Exception:  # noqa: BLE001 - the original error is what the caller needs
+        pass
+
+
 def _lookup(store: Store, key: bytes):
-    raw = store.get_ref(R.k_cache(key))
-    return None if raw is None else _decode_hit(raw)
-
-
-def _decode_hit(raw: bytes):
-    return int.from_bytes(raw[:8], "big"), R.unpack_entry(raw[8:])
+    """The confirmed cache hit for ``key``, or None; a damaged entry is a miss (and a warning)."""
+    try:
+        raw = store.get_ref(R.k_cache(key))
+        return None if raw is None else R.cache_hit(store, key, raw)
+    except CorruptRef as e:
+        # Recomputing commits a fresh entry over the damaged one.
+        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=4)
+        return None
 
 
 def _hit(t: Task, store: Store, hit, cfg):
@@ -590,6 +611,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     # Global identity: where this run was made, and its producers by record id (not local run id).
     fields["origin"] = [store.uuid, run_id]
     fields["parents"] = R.parent_records(store, {a.run_id for a in arts if a.run_id is not None})
+    if not t.cache:
+        fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
     from .capture import Capture  # logging: loaded by the first miss, not by import
 
@@ -670,21 +693,21 @@ def _environment(fn) -> dict:
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
     status = fields["status"]
+    committed = R.committed(txn)  # before this run's entry, which it also looks at
     ref = {"status": status, "task": t.name, "identity": t.identity, "start_time": fields["start_time"],
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte(status))
     txn.put(R.k_record(rec_id), R.rid8(run_id))
     if status == "success" and t.cache:
-        txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output))
+        txn.put(R.k_cache(key), R.rid8(run_id) + R.pack_entry(output, rec_id))
     for producer, art in edges:
         txn.put(R.k_edge_c(run_id, producer, art), b"")
         txn.put(R.k_edge_p(producer, run_id, art), b"")
     for oid in produced_ids:  # first producer wins: get_artifact(id) names it
-        if txn.get(R.k_produced(oid)) is None:
+        if R.get_or_damaged(txn, R.k_produced(oid)) is None:  # a damaged entry is replaced
             txn.put(R.k_produced(oid), R.rid8(run_id))
-    committed = txn.get(R.K_COMMITTED)
-    if committed is None or int.from_bytes(committed, "big") < run_id:
+    if committed < run_id:
         txn.put(R.K_COMMITTED, R.rid8(run_id))
 
 

@@ -49,7 +49,7 @@ def test_records_carry_origin_and_parents_by_record_id(store):
     uuid = store.uuid
     assert len(uuid) == 32 and int(uuid, 16) >= 0
     with store.refs() as txn:
-        assert txn.get(b"meta/format") == b"2"
+        assert txn.get(b"meta/format") == b"3"
         recs = {rid: R.record_of(txn, rid) for rid in (1, 2, 3)}
     fields = dict(store.get(ObjectId(recs[3])).fields)
     assert fields["origin"] == [uuid, 3]
@@ -100,7 +100,7 @@ def test_old_format_store_is_migrated_on_open(tmp_path):
     terra.configure(storage_dir=path, quiet=True)
     store = current_store()
     with store.refs() as txn:
-        assert txn.get(b"meta/format") == b"2"
+        assert txn.get(b"meta/format") == b"3"
         recs = {rid: R.record_of(txn, rid) for rid in (1, 2, 3)}
     fields = dict(store.get(ObjectId(recs[3])).fields)
     assert fields["origin"] == [store.uuid, 3]

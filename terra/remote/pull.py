@@ -319,15 +319,15 @@ def _commit_runs(store: Store, order: list, manifests: dict, records: dict) -> l
             txn.put(R.k_task(f.get("identity"), rid), R.status_byte(status))
             txn.put(R.k_record(rec), R.rid8(rid))
             key = f.get("cache_key")
-            if status == "success" and key and txn.get(R.k_cache(bytes(key))) is None:
-                txn.put(R.k_cache(bytes(key)), R.rid8(rid) + R.pack_entry(f.get("output")))
+            if status == "success" and key and R.get_or_damaged(txn, R.k_cache(bytes(key))) is None:
+                txn.put(R.k_cache(bytes(key)), R.rid8(rid) + R.pack_entry(f.get("output"), rec))
             for art, producer in m.inputs:
                 p = R.run_of_record(txn, producer)
                 if p is not None:
                     txn.put(R.k_edge_c(rid, p, bytes(art)), b"")
                     txn.put(R.k_edge_p(p, rid, bytes(art)), b"")
             for oid in produced[rec]:
-                if txn.get(R.k_produced(oid)) is None:
+                if R.get_or_damaged(txn, R.k_produced(oid)) is None:
                     txn.put(R.k_produced(oid), R.rid8(rid))
         cur = txn.get(R.K_COMMITTED)
         last = first + len(order) - 1

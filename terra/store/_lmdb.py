@@ -84,6 +84,8 @@ class _Snapshot:
             self.txn.abort()
         finally:
             e.lock.release()
+        if isinstance(exc[1], lmdb.Error):  # a damaged page met while reading: a terra error
+            raise StoreError(f"store {self.backend.path} is damaged: {exc[1]}; run `terra fsck`") from exc[1]
         return False
 
 
@@ -120,6 +122,18 @@ class _RefTxn:
 
     def delete(self, key):
         return self.txn.delete(key, db=self.db)
+
+    def clear(self):
+        """Delete every entry by position: a damaged key order cannot hide one from this."""
+        self.txn.drop(self.db, delete=False)
+
+    def delete_exact(self, key):
+        """Delete ``key`` found by walking the cursor, not by searching: a damaged key may sit out of order."""
+        cur = self.txn.cursor(db=self.db)
+        for k in cur.iternext(values=False):
+            if bytes(k) == key:
+                return cur.delete()
+        return False
 
     def scan(self, prefix, reverse=False):
         cur = self.txn.cursor(db=self.db)
@@ -372,7 +386,8 @@ class LMDBBackend(Backend):
                     continue
                 if older_than is not None:
                     t = txn.get(key, db=e.times)
-                    if t is not None and _TIME.unpack(t)[0] >= older_than:
+                    # A damaged time counts as now: kept, never collected by mistake.
+                    if t is not None and (len(t) != 8 or _TIME.unpack(t)[0] >= older_than):
                         continue
                 size += len(v)
                 txn.delete(key, db=e.objects)
@@ -421,7 +436,8 @@ class LMDBBackend(Backend):
                     if skip and k == start:
                         continue
                     t = tcur.get(k)
-                    batch.append((k, len(v), _TIME.unpack(t)[0] if t else 0.0))
+                    when = _TIME.unpack(t)[0] if t and len(t) == 8 else (time.time() if t else 0.0)
+                    batch.append((k, len(v), when))  # a damaged time counts as now
                     if len(batch) >= 4096:
                         break
             yield from batch

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Na
 
 import numpy as np
 
-from ..errors import AmbiguousPrefix, CorruptObject, NotFound, UnsupportedFormat
+from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
     CHUNK_SIZE,
     HASH_ALGORITHM,
@@ -29,6 +29,7 @@ from ..objects import (
 )
 from ..trust import signature_for
 from . import _framing
+from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]
 
 # 2: run records carry their origin and name their parents by record id (terra.runs migrates 1).
-FORMAT_VERSION = 2
+# 3: every ref value carries a checksum (``_refs``); older stores are sealed when opened writable.
+FORMAT_VERSION = 3
+_SEALED_SINCE = 3
+_SEALED_KEY = b"meta/refs"  # set when a format-1 store was sealed before its records were migrated
 _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
 _UUID_KEY = b"meta/uuid"
@@ -130,19 +134,43 @@ class Store:
 
     def _check_format(self) -> None:
         with self.backend.refs() as refs:
-            fmt, algo = refs.get(_FORMAT_KEY), refs.get(_HASH_KEY)
-        if fmt is not None and int(fmt) > FORMAT_VERSION:
+            raw, algo = refs.get(_FORMAT_KEY), refs.get(_HASH_KEY)
+        try:
+            fmt = None if raw is None else int(raw)
+            algo = None if algo is None else bytes(algo).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise UnsupportedFormat(f"store format marker {bytes(raw or b'')!r} / hash {algo!r} is unreadable: "
+                                    "the store's meta entries are damaged") from None
+        if fmt is not None and fmt > FORMAT_VERSION:
             raise UnsupportedFormat(
-                f"store format {int(fmt)} is newer than this terra supports ({FORMAT_VERSION}); upgrade terra"
+                f"store format {fmt} is newer than this terra supports ({FORMAT_VERSION}); upgrade terra"
             )
-        if algo is not None and algo.decode() != HASH_ALGORITHM:
-            raise UnsupportedFormat(f"store hashes with {algo.decode()}, this terra with {HASH_ALGORITHM}")
-        if fmt is None and not getattr(self.backend, "_readonly", False):
-            def init(txn):
-                if txn.get(_FORMAT_KEY) is None:
-                    txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
-                    txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
-            self.backend.update_refs(init)
+        if algo is not None and algo != HASH_ALGORITHM:
+            raise UnsupportedFormat(f"store hashes with {algo}, this terra with {HASH_ALGORITHM}")
+        with self.backend.refs() as refs:
+            marked = refs.get(_SEALED_KEY) is not None
+        self._sealed = marked or (fmt is not None and fmt >= _SEALED_SINCE)
+        if self._sealed and fmt is not None and fmt >= _SEALED_SINCE:
+            return
+        if getattr(self.backend, "_readonly", False):
+            return  # an old store is read as it is; opening it writable seals it
+
+        def migrate(txn):
+            cur = txn.get(_FORMAT_KEY)
+            cur = None if cur is None else int(cur)
+            if cur is not None and cur >= _SEALED_SINCE:
+                return False  # another process migrated it meanwhile
+            seal_all(txn)  # idempotent: an entry already sealed verifies
+            txn.put(_HASH_KEY, HASH_ALGORITHM.encode())
+            if cur is None or cur >= 2:
+                txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode())
+            else:  # format 1: terra.runs.migrate rewrites its records next, then writes FORMAT_VERSION
+                txn.put(_SEALED_KEY, b"xxh3-64")
+            return True
+        if self.backend.update_refs(migrate):
+            # Runs in progress and leases of the old format: seal them too (idempotent).
+            self.backend.update_state(seal_all)
+        self._sealed = True
 
     @property
     def uuid(self) -> str | None:
@@ -162,6 +190,11 @@ class Store:
                         txn.put(_UUID_KEY, fresh)
                     return old or fresh
                 raw = self.backend.update_refs(init)
+            if raw is not None:  # a meta entry carries no checksum: it must look like one
+                raw = bytes(raw)
+                if len(raw) != 32 or any(c not in b"0123456789abcdef" for c in raw):
+                    raise CorruptRef(f"store {getattr(self.backend, 'path', '')}: its identity (meta/uuid) "
+                                     f"is damaged: {raw[:40]!r}")
             u = self._uuid = raw.decode() if raw is not None else None
         return u
 
@@ -278,6 +311,12 @@ class Store:
         ``keep(reader, refs, state)`` is called inside each delete transaction
         (see :meth:`Backend.delete_many`) and returns ids to spare.
         """
+        if keep is not None and self._sealed:  # it reads refs: verified like every read
+            user_keep = keep
+
+            def keep(reader, refs, state):
+                sealed = SealedTxn(refs)
+                return user_keep(reader, sealed, sealed if state is refs else SealedTxn(state))
         return self.backend.delete_many(oids, older_than, keep)
 
     def iter_ids(self, prefix: str = "") -> Iterator[ObjectId]:
@@ -313,16 +352,27 @@ class Store:
     # -- refs ---------------------------------------------------------------------
 
     def refs(self):
-        """A read-only snapshot of the ref key space."""
-        return self.backend.refs()
+        """A read-only snapshot of the ref key space (values verified, see ``_refs``)."""
+        return (SealedSnapshot if self._sealed else PlainSnapshot)(self.backend.refs())
 
     def get_ref(self, key: bytes) -> bytes | None:
-        """One ref's value (a fast path for the cache lookup)."""
+        """One ref's value (a fast path for the cache lookup).
+
+        Raises:
+            CorruptRef: the entry is damaged.
+        """
         fast = getattr(self.backend, "get_ref", None)
         if fast is not None:
-            return fast(key)
-        with self.backend.refs() as txn:
-            return txn.get(key)
+            raw = fast(key)
+        else:
+            with self.backend.refs() as txn:
+                raw = txn.get(key)
+        if raw is None or not self._sealed or key.startswith(b"meta/"):
+            return raw
+        return unseal(key, raw)
+
+    def _txn(self, txn):
+        return SealedTxn(txn) if self._sealed else PlainTxn(txn)
 
     def commit(self, objs: Iterable[Object | tuple[ObjectId, Object]], fn: Callable) -> Any:
         """Store new objects and run ``fn(txn)`` on the refs in one durable commit where possible.
@@ -332,7 +382,8 @@ class Store:
         """
         framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
         # Held only if the backend writes them ahead of the refs (one short-lived write saved per run).
-        return self.backend.commit(framed, fn, hold=lambda: self._hold([oid for oid, _ in framed]))
+        return self.backend.commit(framed, lambda txn: fn(self._txn(txn)),
+                                   hold=lambda: self._hold([oid for oid, _ in framed]))
 
     def deferred(self):
         """Within this context, object writes skip their sync; the next durable commit covers them."""
@@ -357,19 +408,19 @@ class Store:
         def put(txn):
             for k in keys:
                 txn.put(k, b"")
-        self.backend.update_state(put)
+        self.update_state(put)
 
     def state_refs(self):
         """A read snapshot of the short-lived state alone."""
-        return self.backend.state_refs()
+        return (SealedSnapshot if self._sealed else PlainSnapshot)(self.backend.state_refs())
 
     def update_state(self, fn: Callable) -> Any:
         """Run ``fn(txn)`` on the short-lived state (leases, runs in progress); no sync."""
-        return self.backend.update_state(fn)
+        return self.backend.update_state(lambda txn: fn(self._txn(txn)))
 
     def update_refs(self, fn: Callable, durable: bool = True) -> Any:
         """Run ``fn(txn)`` in one atomic write transaction over refs (durable unless told)."""
-        return self.backend.update_refs(fn, durable=durable)
+        return self.backend.update_refs(lambda txn: fn(self._txn(txn)), durable=durable)
 
     # -- helpers ------------------------------------------------------------------
 
