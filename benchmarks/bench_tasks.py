@@ -83,31 +83,26 @@ class _Counted:
 
 
 def _capture_commit(store, call):
-    """The (objects, refs) the next miss commits, as bytes: what the floor writes."""
-    captured = {}
+    """The (objects, refs) the next miss commits, as the bytes written: what the floor writes."""
+    captured = {"refs": []}
     backend = store.backend
     orig = backend.commit
 
-    class _Rec:
-        def __init__(self):
-            self.puts = []
+    class _Recording:
+        def __init__(self, txn):
+            self._txn = txn
 
-        def get(self, key):
-            return None
+        def __getattr__(self, name):
+            return getattr(self._txn, name)
 
         def put(self, key, value):
-            self.puts.append((bytes(key), bytes(value)))
-
-        def delete(self, key):
-            return False
+            captured["refs"].append((bytes(key), bytes(value)))
+            return self._txn.put(key, value)
 
     def commit(items, fn, **kw):
-        rec = _Rec()
-        fn(rec)
         captured["objects"] = [(bytes(k), b"".join(bytes(p) for p in v) if isinstance(v, tuple) else bytes(v))
                                for k, v in items]
-        captured["refs"] = rec.puts
-        return orig(items, fn, **kw)
+        return orig(items, lambda txn: fn(_Recording(txn)), **kw)
 
     backend.commit = commit
     try:
