@@ -13,7 +13,7 @@ import threading
 import zstandard
 
 from .objects import Blob, Chunk, Object, ObjectId, decode, references
-from .store import Store, _framing
+from .store import RAW, Store, is_view, split, unframe
 
 __all__ = ["children", "is_leaf", "read_structure"]
 
@@ -25,8 +25,8 @@ _PEEK_OVER = 4096
 
 
 def _head(view: memoryview) -> bytes:
-    flag, body = _framing.split(b"", view)
-    if flag == _framing.RAW:
+    flag, body = split(b"", view)
+    if flag == RAW:
         return bytes(body[:8])
     dctx = getattr(_local, "dctx", None)
     if dctx is None:
@@ -55,9 +55,9 @@ def children(oid: bytes, raw) -> list[ObjectId]:
     if not view.nbytes:
         return []
     try:
-        if (_framing.is_view(view) or view.nbytes > _PEEK_OVER) and is_leaf(view):
+        if (is_view(view) or view.nbytes > _PEEK_OVER) and is_leaf(view):
             return []
-        obj = decode(_framing.unframe(bytes(oid), view))
+        obj = decode(unframe(bytes(oid), view))
         return [] if isinstance(obj, (Blob, Chunk)) else list(references(obj))
     except Exception:  # noqa: BLE001 - corrupt objects are fsck's business
         return []

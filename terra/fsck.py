@@ -34,7 +34,7 @@ from . import runs as R
 from .errors import CorruptRef, StoreError
 from .gc import Progress
 from .objects import ObjectId, Run, decode, digest, references
-from .store import Store, _framing
+from .store import Store, unframe
 from .store._refs import describe, seal
 
 __all__ = ["FsckReport", "fsck"]
@@ -89,7 +89,7 @@ class FsckReport:
 def _inspect(oid: bytes, raw):
     """Whether a stored object hashes to its id, the ids it refers to, and its fields if it is a Run."""
     try:
-        enc = _framing.unframe(oid, raw)
+        enc = unframe(oid, raw)
         if digest((enc,)) != oid:
             return False, [], None
         # Well-formed too (e.g. a Chunked's size fits its chunk count); its references come with it.
@@ -298,7 +298,7 @@ def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
                 problems.append(f"run {rid}: its entry disagrees with record {bytes(rec).hex()[:12]} "
                                 "(run id, status or task)")
         elif ref.get("status") == "running":
-            (rep.running if R._live_status(ref, ref) == "running" else rep.interrupted).append(rid)
+            (rep.running if R.live_status(ref, ref) == "running" else rep.interrupted).append(rid)
         else:
             problems.append(f"run {rid} has status {ref.get('status')!r} but no record")
         for held in ref.get("holds") or ():

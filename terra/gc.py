@@ -104,7 +104,7 @@ def live_roots(store: Store) -> set[ObjectId]:
             ref = R.unpack(raw)
             if ref.get("record"):
                 roots.add(ObjectId(ref["record"]))
-            elif R._live_status(ref, ref) == "running":
+            elif R.live_status(ref, ref) == "running":
                 roots.update(ObjectId(h) for h in ref.get("holds") or ())  # the artifacts it was given
         for _, raw in txn.scan(b"cache/"):
             entry = R.unpack_entry(raw[8:])
@@ -146,7 +146,7 @@ def _still_needed(live: set[ObjectId], counter: int, pending: list[int]):
             ref = R.unpack(raw)
             if ref.get("record"):  # committed since the mark
                 roots.append(bytes(ref["record"]))
-            elif R._live_status(ref, ref) == "running":
+            elif R.live_status(ref, ref) == "running":
                 roots.extend(bytes(h) for h in ref.get("holds") or ())
         seen: set[bytes] = set()
         stack = [bytes(r) for r in roots]
@@ -172,7 +172,7 @@ def _holds(state) -> list[tuple[bytes, bool]]:
         if rid8 not in alive:
             raw = state.get(b"run/" + rid8)
             ref = R.unpack(raw) if raw is not None else {}
-            alive[rid8] = R._live_status(ref, ref) == "running"
+            alive[rid8] = R.live_status(ref, ref) == "running"
         out.append((k, alive[rid8]))
     return out
 

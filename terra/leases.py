@@ -35,7 +35,7 @@ def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: 
         lease = txn.get(R.k_lease(key))
         if lease is not None:
             info = R.unpack(lease)
-            if R._alive(info.get("host"), info.get("pid"), info.get("expires")) and info["expires"] > now:
+            if R.alive(info.get("host"), info.get("pid"), info.get("expires")) and info["expires"] > now:
                 return "wait", info
     counter = txn.get(R.K_COUNTER)
     run_id = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
@@ -87,7 +87,7 @@ def wait(store: Store, key: bytes, info: dict) -> None:
         if raw is None:
             return
         cur = R.unpack(raw)
-        if not R._alive(cur.get("host"), cur.get("pid"), cur.get("expires")) or cur["expires"] <= time.time():
+        if not R.alive(cur.get("host"), cur.get("pid"), cur.get("expires")) or cur["expires"] <= time.time():
             return
 
 

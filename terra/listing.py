@@ -149,7 +149,7 @@ def _row(rid: int, raw) -> RunRow:
             raise TypeError("not a map")
         start, end = ref.get("start_time"), ref.get("end_time")
         rec = ref.get("record")
-        return RunRow(rid, ref.get("task"), ref.get("identity"), R._live_status(ref, ref),
+        return RunRow(rid, ref.get("task"), ref.get("identity"), R.live_status(ref, ref),
                       start if isinstance(start, (int, float)) else None,
                       end if isinstance(end, (int, float)) else None,
                       ref.get("host"), bytes(rec) if rec is not None else None)

@@ -68,7 +68,7 @@ def resolve_ref(ref, store: Store | None = None) -> tuple[str, int | ObjectId]:
     except NotFound:
         pass
     try:
-        oid = store.resolve(ref) if len(ref) != HEX_CHARS else store._oid(ref)
+        oid = store.resolve(ref) if len(ref) != HEX_CHARS else store.as_id(ref)
     except NotFound as e:
         if type(e) is not NotFound:  # AmbiguousPrefix
             raise
@@ -153,7 +153,7 @@ def _node(txn, rid: int) -> RunNode:
         return RunNode(rid, None, "damaged")
     if ref is None:
         return RunNode(rid, None, "missing")
-    return RunNode(rid, ref.get("task"), R._live_status(ref, ref), ref.get("start_time"))
+    return RunNode(rid, ref.get("task"), R.live_status(ref, ref), ref.get("start_time"))
 
 
 _COLORS = {"success": "#d4edda", "failure": "#f8d7da", "interrupted": "#ffe5b4", "running": "#fff3cd",

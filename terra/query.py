@@ -91,7 +91,7 @@ def get_runs(task=None, status: str | None = None, since=None, until=None, limit
             except TerraError as e:
                 _warn(e)
                 damaged = type(e).__name__
-        st = "damaged" if damaged else R._live_status(fields, ref)
+        st = "damaged" if damaged else R.live_status(fields, ref)
         if status is not None and st != status:
             continue
         git = fields.get("git") or {}
@@ -140,7 +140,7 @@ def get_artifact(id_or_prefix: str, store: Store | None = None):
     from .io import Artifact
 
     store = store or current_store()
-    oid = store.resolve(id_or_prefix) if len(id_or_prefix) != 32 else store._oid(id_or_prefix)
+    oid = store.resolve(id_or_prefix) if len(id_or_prefix) != 32 else store.as_id(id_or_prefix)
     if not store.has(oid):
         raise NotFound(f"no object {id_or_prefix}")
     return Artifact(oid, R.producer_of(store, oid), store.root)

@@ -199,7 +199,7 @@ def select_runs(task: str | None = None, keep_last: int | None = None, failed: b
                 if raw is None or rid in pinned:
                     continue
                 ref = R.unpack(raw)
-                st = R._live_status(ref, ref)
+                st = R.live_status(ref, ref)
                 if st == "running":
                     continue
                 if failed and st not in FAILED or status is not None and st != status:
@@ -361,7 +361,7 @@ def rm(run_ids, force: bool = False, cascade: bool = False, dry_run: bool = Fals
         ids = _closure(store, wanted) if cascade else set(wanted)
         infos = {rid: _info(store, rid) for rid in sorted(ids)}
         for info in infos.values():
-            if R._live_status(info.ref, info.ref) == "running":
+            if R.live_status(info.ref, info.ref) == "running":
                 raise RemovalRefused(f"run {info.run_id} ({info.ref.get('task')}) is still running")
         counter, pending = _in_progress(store)
         try:
@@ -429,7 +429,7 @@ def _holding(txn, state, infos, produced, counter, pending) -> dict[int, set[int
         if v is None:
             continue
         ref = R.unpack(v)
-        if ref.get("record") or R._live_status(ref, ref) != "running":
+        if ref.get("record") or R.live_status(ref, ref) != "running":
             continue
         for h in ref.get("holds") or ():
             if bytes(h) in produced:

@@ -47,12 +47,15 @@ from .store import Store
 
 __all__ = [
     "STATUSES",
+    "alive",
     "get_log",
     "get_meta",
     "get_run",
     "get_run_dir",
     "inp",
     "input_entries",
+    "input_producers",
+    "live_status",
     "out",
     "output_view",
     "run_ref",
@@ -315,7 +318,7 @@ def get_run(run_id: int, store: Store | None = None) -> dict:
     else:
         fields = dict(verified_record(store, run_id, ref).fields)
     fields["run_id"] = run_id
-    fields["status"] = _live_status(fields, ref)
+    fields["status"] = live_status(fields, ref)
     if fields.get("parents"):
         with store.refs() as txn:
             fields["parents"] = local_parents(txn, fields["parents"])
@@ -428,14 +431,16 @@ def migrate(store: Store) -> int:
     return len(objs)
 
 
-def _live_status(fields: dict, ref: dict) -> str:
+def live_status(fields: dict, ref: dict) -> str:
+    """A run's status, with 'running' turned into 'interrupted' when its process is gone."""
     status = ref.get("status", fields.get("status"))
-    if status == "running" and not _alive(ref.get("host"), ref.get("pid"), ref.get("expires")):
+    if status == "running" and not alive(ref.get("host"), ref.get("pid"), ref.get("expires")):
         return "interrupted"
     return status
 
 
-def _alive(host, pid, expires=None) -> bool:
+def alive(host, pid, expires=None) -> bool:
+    """Whether a process is still there: by pid on this host, by its renewed expiry elsewhere."""
     if host == HOST and pid:
         try:
             os.kill(int(pid), 0)
@@ -485,7 +490,7 @@ def inp(run_id: int, store: Store | None = None) -> dict:
     if tree_id is None:
         return {}
     tree = store.get(tree_id)
-    producers = _producers(store, run_id)
+    producers = input_producers(store, run_id)
 
     def leaf(entry):
         return Artifact(entry, producers.get(bytes(entry)), store.root) if isinstance(entry, ObjectId) else entry
@@ -538,7 +543,8 @@ def _var_items(store: Store, name: str, entry, meta: dict) -> list[tuple[Any, An
     return items
 
 
-def _producers(store: Store, run_id: int) -> dict[bytes, int]:
+def input_producers(store: Store, run_id: int) -> dict[bytes, int]:
+    """``{artifact id: producing run id}`` for the Artifacts a run consumed (its lineage edges)."""
     prefix = b"edge/c/" + rid8(run_id)
     with store.refs() as txn:
         return {k[-16:]: int.from_bytes(k[15:23], "big") for k, _ in txn.scan(prefix)}

@@ -157,7 +157,7 @@ def why(run_id, store: Store | None = None) -> WhyResult:
         return result
     _, cand, other, theirs, their_files = best
     result.baseline, result.baseline_status = cand, other.get("status")
-    producers = {**R._producers(store, cand), **R._producers(store, rid)}
+    producers = {**R.input_producers(store, cand), **R.input_producers(store, rid)}
     for name in sorted(set(theirs) | set(mine)):
         a, b = theirs.get(name, _ABSENT), mine.get(name, _ABSENT)
         if not _same(a, b):

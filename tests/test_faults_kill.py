@@ -75,7 +75,7 @@ def _check_no_partial_state(store) -> tuple[int, int]:
         if ref.get("record"):
             _resolve(store, ObjectId(ref["record"]))
         else:
-            assert R._live_status(ref, ref) == "interrupted", (rid, ref)
+            assert R.live_status(ref, ref) == "interrupted", (rid, ref)
             cut += 1
     for oid in raw:
         store.read_payload(ObjectId(oid))  # verified, every chunk

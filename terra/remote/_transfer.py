@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import CorruptObject, NotFound
 from ..objects import Chunk, ObjectId, decode, digest, references
-from ..store import Store, _framing
+from ..store import Store, unframe
 
 __all__ = ["TransferResult"]
 
@@ -81,7 +81,7 @@ def check(oid: ObjectId, raw: bytes):
     Raises:
         CorruptObject: they do not.
     """
-    enc = _framing.unframe(oid, raw)
+    enc = unframe(oid, raw)
     if digest((enc,)) != oid:
         raise CorruptObject(f"object {oid.hex()} is corrupt: its bytes do not match its id")
     try:

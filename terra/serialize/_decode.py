@@ -94,10 +94,11 @@ def stored_signature(store, oid: ObjectId) -> bytes | None:
         return None if raw is None else _framing.signature(raw)
 
 
-def _oid(store, oid) -> ObjectId:
+def as_id(store, oid) -> ObjectId:
+    """``oid`` (an ObjectId, raw bytes or full hex) as an ObjectId of ``store``."""
     if isinstance(oid, ObjectId):
         return oid
-    return store._oid(oid) if hasattr(store, "_oid") else ObjectId(oid)
+    return store.as_id(oid) if hasattr(store, "as_id") else ObjectId(oid)
 
 
 def load_value(store, oid) -> Any:
@@ -119,7 +120,7 @@ def load_value(store, oid) -> Any:
     from ._encode import _load_codecs
 
     _load_codecs()
-    return Decoder(store).load(_oid(store, oid))
+    return Decoder(store).load(as_id(store, oid))
 
 
 def summarize(store, oid) -> dict:
@@ -139,7 +140,7 @@ def summarize(store, oid) -> dict:
     from ._encode import _load_codecs
 
     _load_codecs()
-    oid = _oid(store, oid)
+    oid = as_id(store, oid)
     obj = store.get(oid)
     try:
         return _summarize(store, obj)
@@ -159,7 +160,7 @@ def plain_value(store, oid) -> tuple[bool, Any]:
     Decided by the codec that would decode it, never by the type its meta
     claims, so a view that shows small values inline never unpickles.
     """
-    oid = _oid(store, oid)
+    oid = as_id(store, oid)
     obj = store.get(oid)
     if not isinstance(obj, (Blob, Chunked)) or obj.codec not in _PLAIN_CODECS:
         return False, None

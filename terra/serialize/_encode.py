@@ -193,11 +193,11 @@ def type_name(cls: type) -> str:
 # -- sinks -------------------------------------------------------------------------
 
 
-def _discard(pairs: Pairs) -> None:
-    pass
+def discard(pairs: Pairs) -> None:
+    """A sink that keeps nothing: hashing without storing."""
 
 
-class _StoreSink:
+class StoreSink:
     """Batches objects into ``store.put_many`` calls, children before parents."""
 
     def __init__(self, store):
@@ -244,7 +244,7 @@ def hash_value(value: Any) -> ObjectId:
         PickleRefused: the value needs pickle and ``allow_pickle`` is off.
     """
     _load_codecs()
-    return Encoder(_discard).value(value)
+    return Encoder(discard).value(value)
 
 
 def store_value(store, value: Any) -> ObjectId:
@@ -262,7 +262,7 @@ def store_value(store, value: Any) -> ObjectId:
         PickleRefused: the value needs pickle and ``allow_pickle`` is off.
     """
     _load_codecs()
-    sink = _StoreSink(store)
+    sink = StoreSink(store)
     oid = Encoder(sink).value(value)
     sink.flush()
     return oid

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import SerializationError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
-from ._encode import FINDERS, Encoder, _discard, _StoreSink
+from ._encode import FINDERS, Encoder, discard, StoreSink
 
 __all__ = ["hash_path", "restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
 
@@ -125,7 +125,7 @@ def store_path(store, path, file_blob=None) -> ObjectId:
     Raises:
         SerializationError: ``path`` is neither a file nor a directory.
     """
-    sink = _StoreSink(store)
+    sink = StoreSink(store)
     oid = encode_path(Encoder(sink), os.fspath(path), file_blob=file_blob)
     sink.flush()
     return oid
@@ -137,7 +137,7 @@ def hash_path(path, file_blob=None) -> ObjectId:
     Raises:
         SerializationError: ``path`` is neither a file nor a directory.
     """
-    return encode_path(Encoder(_discard), os.fspath(path), file_blob=file_blob)
+    return encode_path(Encoder(discard), os.fspath(path), file_blob=file_blob)
 
 
 # -- restoring -----------------------------------------------------------------------------
@@ -173,9 +173,9 @@ def restore_path(store, oid, dest) -> str:
         NotFound: the object or one of its files is missing.
         SerializationError: ``oid`` is not a stored file or directory.
     """
-    from ._decode import _oid
+    from ._decode import as_id
 
-    oid = _oid(store, oid)
+    oid = as_id(store, oid)
     dest = os.fspath(dest)
     obj = store.get(oid)
     if isinstance(obj, (Blob, Chunked)):

@@ -1,6 +1,7 @@
 """Storage: the backend interface, its LMDB and in-memory implementations, and the object store."""
 
 from ._disk import check_local_filesystem, disk_full
+from ._framing import RAW, is_view, split, unframe
 from ._lmdb import LMDBBackend
 from ._memory import MemoryBackend
 from ._store import FORMAT_VERSION, HOLD_PREFIX, PutResult, Store, hold_key
@@ -13,13 +14,17 @@ __all__ = [
     "LMDBBackend",
     "MemoryBackend",
     "PutResult",
+    "RAW",
     "Reader",
     "RefTxn",
     "Store",
     "check_local_filesystem",
     "disk_full",
+    "is_view",
     "hold_key",
     "open_store",
+    "split",
+    "unframe",
 ]
 
 

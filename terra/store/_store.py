@@ -260,7 +260,7 @@ class Store:
             NotFound: no such object.
             CorruptObject: the stored bytes do not hash to ``oid``.
         """
-        oid = self._oid(oid)
+        oid = self.as_id(oid)
         with self.backend.reading() as r:
             enc = self._verified(r, oid)
             obj = _decode(oid, enc)
@@ -270,7 +270,7 @@ class Store:
 
     def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
         """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
-        oid = self._oid(oid)
+        oid = self.as_id(oid)
         with self.backend.reading() as r:
             raw = r.get(oid)
             if raw is None:
@@ -302,7 +302,7 @@ class Store:
 
     def has(self, oid: ObjectId | str) -> bool:
         """Whether ``oid`` is stored (not verified)."""
-        return self.backend.has_many([self._oid(oid)])[0]
+        return self.backend.has_many([self.as_id(oid)])[0]
 
     def delete(self, oids: Iterable[ObjectId], older_than: float | None = None,
                keep: Callable | None = None) -> tuple[int, int]:
@@ -424,7 +424,12 @@ class Store:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _oid(self, oid) -> ObjectId:
+    def as_id(self, oid) -> ObjectId:
+        """``oid`` as an ObjectId: an ObjectId, 16 raw bytes or 32 hex characters (no prefixes).
+
+        Raises:
+            NotFound: anything else.
+        """
         if isinstance(oid, ObjectId):
             return oid
         if isinstance(oid, bytes) and len(oid) == 16:

@@ -81,9 +81,9 @@ def figure_png(store, oid) -> bytes:
     Raises:
         SerializationError: ``oid`` is not a stored figure.
     """
-    from .._decode import _oid
+    from .._decode import as_id
 
-    oid = _oid(store, oid)
+    oid = as_id(store, oid)
     obj = store.get(oid)
     if isinstance(obj, Tree) and obj.type == "figure":
         return store.read_payload(obj.entries[1])[1].tobytes()
