@@ -146,3 +146,32 @@ def test_lazy_public_names_resolve_to_the_functions(subprocess_env):
             print(type(e).__name__)
     """, subprocess_env)
     assert out.splitlines() == ["True", "[]", "AttributeError"]
+
+
+def test_import_terra_and_terra_ls_do_not_load_numpy(tmp_path, subprocess_env):
+    store = str(tmp_path / "store")
+    _run(f"""
+        import terra
+        terra.configure(storage_dir={store!r}, quiet=True)
+
+        @terra.task
+        def g(i):
+            return {{"i": i, "name": "x" * 300}}
+
+        for i in range(3):
+            g(i)
+    """, subprocess_env)
+    out = _run(f"""
+        import sys
+        import terra
+        print("numpy" in sys.modules)
+        from terra.cli import main
+        try:
+            main(["--store", {store!r}, "ls"])
+        except SystemExit as e:
+            assert not e.code, e.code
+        print("numpy" in sys.modules)
+    """, subprocess_env)
+    lines = out.splitlines()
+    assert lines[0] == "False" and lines[-1] == "False", out
+    assert "g" in out

@@ -7,8 +7,6 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
-import numpy as np
-
 from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
     CHUNK_SIZE,
@@ -34,6 +32,8 @@ from .base import Backend
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
 
 __all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]
 
@@ -270,6 +270,8 @@ class Store:
 
     def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
         """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
+        import numpy as np
+
         oid = self.as_id(oid)
         with self.backend.reading() as r:
             raw = r.get(oid)
@@ -512,6 +514,8 @@ def _decode(oid: ObjectId, enc) -> Object:
 
 def _own(enc: memoryview, data: memoryview) -> np.ndarray:
     """``data`` (a view into the decompressed ``enc``) as an array, without copying."""
+    import numpy as np
+
     base = np.frombuffer(enc, np.uint8)
     start = enc.nbytes - data.nbytes
     return base[start:]
@@ -519,6 +523,8 @@ def _own(enc: memoryview, data: memoryview) -> np.ndarray:
 
 def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
     """Copy (or decompress) chunk ``cid`` straight into ``dest``, then verify what landed there."""
+    import numpy as np
+
     raw = reader.get(cid)
     if raw is None:
         raise NotFound(f"chunk {cid.hex()} not found")
