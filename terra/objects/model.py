@@ -33,8 +33,10 @@ __all__ = [
     "Run",
     "Tree",
     "canonical_pack",
+    "INLINE_MAX",
     "decode",
     "encode",
+    "is_inline",
     "object_id",
     "references",
     "split_payload",
@@ -57,6 +59,41 @@ _NAN_BYTES = b"\xcb" + _DOUBLE.pack(_NAN)
 _INT_MIN, _INT_MAX = -(1 << 63), 1 << 64
 # Encoded map keys by key: objects reuse a few field names over and over.
 _KEYS: dict = {}
+
+
+# Strings and bytes up to this many encoded bytes are held inline (in Tree entries,
+# run records and cache keys); bigger ones become objects, stored once. Part of
+# the format: changing it changes the id of every tree that holds such a value.
+INLINE_MAX = 256
+
+_ALWAYS_INLINE = frozenset({type(None), bool, float})
+
+
+def is_inline(value: Any) -> bool:
+    """Whether ``value`` is held inline rather than as an object of its own.
+
+    The one rule for Tree entries, run records and cache keys: ``None``, bools,
+    floats, ints that msgpack holds natively (64 bits), UTF-8-encodable strings
+    and bytes of at most :data:`INLINE_MAX` encoded bytes. Strings with lone
+    surrogates are not valid msgpack text, so they become objects.
+    """
+    t = type(value)
+    if t in _ALWAYS_INLINE:
+        return True
+    if t is int:
+        return _INT_MIN <= value < _INT_MAX
+    if t is str:
+        if len(value) > INLINE_MAX:  # every character is at least one byte
+            return False
+        if value.isascii():
+            return True
+        try:
+            return len(value.encode("utf-8")) <= INLINE_MAX
+        except UnicodeEncodeError:
+            return False
+    if t is bytes:
+        return len(value) <= INLINE_MAX
+    return False
 
 
 def canonical_pack(obj: Any) -> bytes:

@@ -17,14 +17,10 @@ import sys
 from typing import Any, Callable, Iterable
 
 from ..errors import SerializationError
-from ..objects import Object, ObjectId, object_id, split_payload
+from ..objects import Object, ObjectId, is_inline, object_id, split_payload
 from . import registry
 
 __all__ = ["Encoder", "hash_value", "store_value"]
-
-# Strings and bytes up to this many encoded bytes are inlined in a Tree entry;
-# bigger ones become child Blobs so that they are stored (and deduplicated) once.
-INLINE_MAX = 256
 
 # The store sink writes pending objects once this much payload has accumulated,
 # bounding the memory held by encoded copies (Arrow IPC, pickles, files).
@@ -92,16 +88,8 @@ class Encoder:
         return cls(f"cannot store {self.path} of type {type_name(type(value))}: {why}")
 
     def entry(self, value: Any, step: str):
-        """A Tree entry for ``value``: the value itself if a small primitive, else a child id."""
-        t = type(value)
-        if value is None or t is bool or t is int or t is float:
-            return value
-        if t is str:
-            if len(value) <= INLINE_MAX // 4 or _utf8_len(value) <= INLINE_MAX:
-                return value
-        elif t is bytes and len(value) <= INLINE_MAX:
-            return value
-        return self.child(value, step)
+        """A Tree entry for ``value``: the value itself if :func:`is_inline`, else a child id."""
+        return value if is_inline(value) else self.child(value, step)
 
     def child(self, value: Any, step: str) -> ObjectId:
         """The id of a value nested at ``step`` below the current path."""
@@ -163,13 +151,6 @@ def format_step(step) -> str:
         return step
     kind, label = step
     return _STEP_FORMATS[kind].format(short_repr(label))
-
-
-def _utf8_len(s: str) -> int:
-    try:
-        return len(s.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates cannot be inlined as msgpack str
-        return INLINE_MAX + 1
 
 
 def warn_user(message: str, category: type[Warning]) -> None:
