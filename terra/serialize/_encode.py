@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Iterable
+import threading
+from typing import Any, Callable
 
 from ..errors import SerializationError
 from ..objects import Object, ObjectId, is_inline, object_id, split_payload
@@ -28,9 +29,9 @@ FLUSH_BYTES = 64 << 20
 
 Pairs = list[tuple[ObjectId, Object]]
 
-# Encoders by exact type, filled by the codec modules: fn(encoder, value) -> ObjectId.
+# Encoders by exact type, filled by install(): fn(encoder, value) -> ObjectId.
 EXACT: dict[type, Callable[["Encoder", Any], ObjectId]] = {}
-# Encoders tried in order for types not in EXACT: fn(encoder, value) -> ObjectId | None.
+# Encoders tried in the codec table's order for types not in EXACT: fn(encoder, value) -> ObjectId | None.
 FINDERS: list[Callable[["Encoder", Any], ObjectId | None]] = []
 
 
@@ -203,10 +204,26 @@ class StoreSink:
             self.nbytes = 0
 
 
+_installed = False
+_install_lock = threading.Lock()
+
+
 def _load_codecs() -> None:
-    # Importing the codec modules registers them; done on first use so that
-    # ``import terra`` does not pay for it.
-    from . import codecs  # noqa: F401
+    """Install the codec table (:data:`.codecs.TABLE`) once, in its order.
+
+    Done on first use so that ``import terra`` does not pay for it; the lock
+    keeps a second thread from dispatching on a half-filled table.
+    """
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if not _installed:
+            from .codecs import TABLE
+
+            for codec in TABLE:
+                install(codec)
+            _installed = True
 
 
 def hash_value(value: Any) -> ObjectId:
@@ -249,12 +266,22 @@ def store_value(store, value: Any) -> ObjectId:
     return oid
 
 
-def register_exact(types: Iterable[type], fn, container: bool = False) -> None:
-    """Use ``fn(encoder, value)`` for values whose type is exactly one of ``types``."""
-    for t in types:
-        EXACT[t] = fn
-        if container:
-            _CONTAINERS.add(t)
+def install(codec: registry.Codec) -> None:
+    """Put what ``codec`` provides into the dispatch tables; its finder goes after those installed before.
+
+    Raises:
+        ValueError: a type, codec name or tree type is already taken by another codec.
+    """
+    tables = ((EXACT, codec.exact), (EXACT, codec.containers), (registry.BLOB_DECODERS, codec.blobs),
+              (registry.TREE_DECODERS, codec.trees), (registry.SUMMARIZERS, codec.summaries))
+    taken = [k for table, entries in tables for k, fn in entries.items() if table.get(k, fn) is not fn]
+    if taken:  # checked before anything is installed: a refused codec leaves no trace
+        raise ValueError(f"codec entries {taken!r} are already installed by another codec")
+    for table, entries in tables:
+        table.update(entries)
+    _CONTAINERS.update(codec.containers)
+    if codec.finder is not None and codec.finder not in FINDERS:
+        FINDERS.append(codec.finder)
 
 
 def loaded(name: str):
