@@ -13,16 +13,15 @@ joined into one buffer.
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import msgpack
 
 from .ids import ObjectId, digest
+from .pool import run_all
 
 __all__ = [
     "CHUNK_SIZE",
@@ -452,8 +451,6 @@ def split_payload(codec: str, meta: Mapping[str, Any], buf) -> list[tuple[Object
 # the payload still sits in cache) a hand-off costs more than it saves
 # (measured: 3 chunks of 4 MiB hash 20% faster on two threads, 2 do not).
 _PARALLEL_CHUNKS = 3
-_pool = None
-_pool_pid = 0
 
 
 def parallel_ids(objs: list) -> list[ObjectId]:
@@ -467,24 +464,12 @@ def parallel_ids(objs: list) -> list[ObjectId]:
     helpers = min(3, (os.cpu_count() or 1) - 1, n // _PARALLEL_CHUNKS)
     if helpers <= 0:
         return [object_id(o) for o in objs]
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():  # a forked child gets its own
-        _pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="terra-hash")
-        _pool_pid = os.getpid()
     out: list = [None] * n
-    counter = itertools.count()  # next() is atomic: each index is handed out once
 
-    def work():
-        for i in counter:
-            if i >= n:
-                return
-            out[i] = object_id(objs[i])
+    def one(i: int) -> None:
+        out[i] = object_id(objs[i])
 
-    futures = [_pool.submit(work) for _ in range(helpers)]
-    work()
-    for f in futures:
-        if not f.cancel():  # never started: nothing left for it anyway
-            f.result()
+    run_all(one, [(i,) for i in range(n)], helpers)
     return out
 
 
