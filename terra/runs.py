@@ -36,7 +36,6 @@ record and indexes; then its short-lived state is cleared.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
@@ -71,7 +70,7 @@ K_COMMITTED = b"counter/committed"  # highest run id committed durably
 K_FORMAT = b"meta/format"
 #: Records with ``origin`` and ``parents`` by record id (store format 2).
 RECORD_FORMAT = 2
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # socket.gethostname(), without importing socket
 
 
 def rid8(run_id: int) -> bytes:

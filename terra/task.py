@@ -25,12 +25,9 @@ import msgpack
 import xxhash
 
 from . import runs as R
-from .capture import Capture
 from .config import get_config
 from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
-from .fingerprint import fingerprint
-from .environment import environment
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, is_inline, object_id
@@ -353,6 +350,14 @@ def _task_by_name(module: str, qualname: str) -> Task:
     return obj
 
 
+def fingerprint(fn):
+    """:func:`terra.fingerprint.fingerprint`, imported on the first call (ast, sysconfig... stay out of ``import terra``)."""
+    global fingerprint
+    from .fingerprint import fingerprint
+
+    return fingerprint(fn)
+
+
 def _task_by_value(payload: bytes, code_sources: dict) -> Task:
     """Unpickle a task sent by value; it keeps the identity and code fingerprint it had where it was made."""
     import pickle
@@ -595,7 +600,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         extra["run_id"] = run_id
     fields: dict[str, Any] = {
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
-        "cache_key": key, "start_time": start, **environment(t.fn),
+        "cache_key": key, "start_time": start, **_environment(t.fn),
     }
     fields.update(t._code_fields())
     if t.version is not None:
@@ -608,6 +613,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if not t.cache:
         fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
+    from .capture import Capture  # logging: loaded by the first miss, not by import
+
     capture = Capture()
     inputs_tree = Tree("inputs", ())
     try:
@@ -675,6 +682,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if exc is not None:
         raise exc
     return run_id, view
+
+
+def _environment(fn) -> dict:
+    from .environment import environment  # platform, subprocess, git: loaded by the first miss
+
+    return environment(fn)
 
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:

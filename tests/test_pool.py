@@ -22,9 +22,9 @@ def _pool_prefixes() -> set[str]:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="hashing runs serially on one core")
 def test_hashing_and_store_reads_share_one_pool(store):
-    big = np.random.default_rng(0).random(4 * CHUNK_SIZE // 8)  # 4 chunks: hashed and read on threads
+    big = np.random.default_rng(0).random(7 * CHUNK_SIZE // 8)  # 7 chunks: hashed and read on threads
     pairs = split_payload("raw", {}, memoryview(big).cast("B"))
-    assert len(pairs) == 5
+    assert len(pairs) == 8
     oid = store_value(store, big)
     np.testing.assert_array_equal(load_value(store, oid), big)
     names = _pool_prefixes()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["WORKERS", "run_all", "shared_pool"]
 
@@ -31,6 +33,8 @@ def shared_pool() -> ThreadPoolExecutor:
         return pool
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor  # (and logging): not at import
+
             _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="terra-pool")
             _pool_pid = os.getpid()
         return _pool

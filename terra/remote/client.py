@@ -8,11 +8,12 @@ lock on ``file://``, whose backend has no conditional update.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from itertools import islice
 from typing import Iterable
 
 from .errors import RemoteConflict, RemoteError
@@ -142,29 +143,16 @@ class Client:
 
         ``done(nbytes)`` is called after each item.
         """
-        import obstore
-        from obstore.exceptions import AlreadyExistsError
-
         items = list(items)
+        out: list = [None] * len(items)
 
-        async def one(sem, path, data):
-            async with sem:
-                try:
-                    await obstore.put_async(self.store, path, data, mode="create")
-                    new = True
-                except AlreadyExistsError:
-                    new = False
-                except Exception as e:  # noqa: BLE001
-                    raise self._error("write", path, e) from None
+        def sink(i, new):
+            out[i] = new
             if done is not None:
-                done(len(data))
-            return new
+                done(len(items[i][1]))
 
-        async def main():
-            sem = asyncio.Semaphore(CONCURRENCY)
-            return await asyncio.gather(*(one(sem, p, d) for p, d in items))
-
-        return list(_run(main())) if items else []
+        _parallel(lambda item: self.create(*item), items, sink)
+        return out
 
     def get_many(self, paths: list[str], done=None) -> list[bytes | None]:
         """Parallel gets; None for a path that is absent."""
@@ -183,54 +171,40 @@ class Client:
 
         Nothing waits for the whole set in memory; an exception from ``sink`` stops the rest.
         """
-        import obstore
-
-        async def one(sem, i, path):
-            async with sem:
-                try:
-                    r = await obstore.get_async(self.store, path)
-                    data = bytes(await r.bytes_async())
-                except FileNotFoundError:
-                    data = None
-                except Exception as e:  # noqa: BLE001
-                    raise self._error("read", path, e) from None
-            sink(i, data)
-
-        async def main():
-            sem = asyncio.Semaphore(CONCURRENCY)
-            tasks = [asyncio.ensure_future(one(sem, i, p)) for i, p in enumerate(paths)]
-            try:
-                await asyncio.gather(*tasks)
-            finally:
-                for t in tasks:
-                    t.cancel()
-
-        if paths:
-            _run(main())
+        _parallel(self.get, paths, sink)
 
     def _error(self, what: str, path: str, e: BaseException) -> RemoteError:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return RemoteError(f"remote {self.url}: cannot {what} {path}: {first}")
 
 
-def _run(coro):
-    """Run a coroutine to completion, also from inside a running event loop (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    out: list = []
-    err: list = []
+def _parallel(fn, items: list, sink) -> None:
+    """``sink(i, fn(items[i]))`` for every item, on the caller's thread, CONCURRENCY calls in flight.
 
-    def target():
+    Blocking obstore calls on our own threads, never its ``*_async`` API: an async call
+    completes by having a tokio thread take the GIL to run ``loop.call_soon_threadsafe``,
+    and that thread can still be inside Python (the self-pipe write drops the GIL) when the
+    caller has seen its result and the interpreter exits. CPython then ``pthread_exit``s the
+    tokio thread as it retakes the GIL, the forced unwind cannot cross obstore's Rust
+    frames and glibc aborts the process (SIGABRT, nothing on stderr) after a successful
+    push (pyo3-async-runtimes has no shutdown hook: PyO3/pyo3-async-runtimes#40; PyO3
+    hangs such threads instead from PyO3/pyo3#4874, later than the obstore we support).
+    A blocking call only waits in ``block_on`` with the GIL released, the tokio threads
+    never enter Python, and the pool is joined before this returns.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(items)), thread_name_prefix="terra-remote") as pool:
+        it = iter(enumerate(items))
+        pending = {pool.submit(fn, x): i for i, x in islice(it, CONCURRENCY)}
         try:
-            out.append(asyncio.run(coro))
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            err.append(e)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    i = pending.pop(f)
+                    sink(i, f.result())
+                    for j, x in islice(it, 1):  # keep CONCURRENCY in flight, never the whole set
+                        pending[pool.submit(fn, x)] = j
+        finally:
+            for f in pending:
+                f.cancel()
