@@ -154,33 +154,6 @@ def unpack(b: bytes):
 
 # -- entries: inline primitives or object ids ---------------------------------------
 
-_INLINE_MAX = 256
-
-
-_ALWAYS_INLINE = frozenset({type(None), bool, float})
-
-
-def is_inline(value) -> bool:
-    """Whether a value is kept inline in records and trees rather than as an object."""
-    t = type(value)
-    if t in _ALWAYS_INLINE:
-        return True
-    if t is int:
-        return -(1 << 63) <= value < (1 << 64)
-    if t is str:  # msgpack cannot hold lone surrogates: such strings are stored as values
-        return len(value) <= _INLINE_MAX // 4 and (value.isascii() or _utf8(value))
-    if t is bytes:
-        return len(value) <= _INLINE_MAX
-    return False
-
-
-def _utf8(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
 
 def pack_entry(entry, record: bytes | None = None) -> bytes:
     """A record entry (inline value or ObjectId) as msgpack bytes for an index.

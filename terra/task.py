@@ -30,7 +30,7 @@ from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
-from .objects import ObjectId, Run, Tree, object_id
+from .objects import ObjectId, Run, Tree, is_inline, object_id
 from .session import current_store
 from .store import Store
 
@@ -414,7 +414,7 @@ def _artifacts(v, out: list) -> None:
 
 
 def _entry(value, hash_only: bool, store: Store):
-    if R.is_inline(value):
+    if is_inline(value):
         return value
     ref = getattr(value, "__terra_ref__", None)
     if isinstance(ref, ObjectId):
@@ -460,7 +460,6 @@ def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) ->
 def _call_key(t: Task, bound: dict, store: Store) -> bytes:
     """The cache key of a bound call (``cache_ignored_args`` left out)."""
     ignored = t.cache_ignored
-    is_inline = R.is_inline
     where = None
     try:
         if t._simple:

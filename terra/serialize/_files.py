@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import SerializationError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
-from ._encode import FINDERS, Encoder, StoreSink, discard
+from ._encode import Encoder, StoreSink, discard
 from ._scratch import scratch_dir, set_scratch_dir
 
 __all__ = ["hash_path", "restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
@@ -290,6 +290,4 @@ def _summary(store, tree) -> dict:
     return {"type": kind, "files": len(tree.entries)}
 
 
-FINDERS.append(_find)
-registry.TREE_DECODERS["dir"] = _decode
-registry.SUMMARIZERS["tree:dir"] = _summary
+PROVIDES = registry.Codec(finder=_find, trees={"dir": _decode}, summaries={"tree:dir": _summary})

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
@@ -25,13 +23,12 @@ from ..objects import (
     object_id,
     split_payload,
 )
+from ..objects.pool import run_all, shared_pool
 from ..trust import signature_for
 from . import _framing
 from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
 
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
@@ -51,7 +48,6 @@ _PARALLEL_MIN = 2 * CHUNK_SIZE
 # core saves (10 MB hit + load measured 1.7-3.5 ms serial vs 1.9-10 ms threaded
 # on a busy 2-core machine); the same threshold as hashing (objects.model).
 _PARALLEL_READ_CHUNKS = 6
-_WORKERS = max(2, min(4, os.cpu_count() or 1))
 
 #: Short-lived state keys ``hold/<run_id:8><id:16>``: ids a run in progress
 #: has written or is about to write. gc never deletes a held id, nor what it
@@ -62,56 +58,6 @@ HOLD_PREFIX = b"hold/"
 def hold_key(run_id: int, oid: bytes = b"") -> bytes:
     """The short-lived state key holding ``oid`` for run ``run_id`` (its prefix when ``oid`` is empty)."""
     return HOLD_PREFIX + int(run_id).to_bytes(8, "big") + bytes(oid)
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def _run_all(fn, jobs: list[tuple]) -> None:
-    """Run ``fn(*job)`` for every job, on this thread and the pool's; return when all are done.
-
-    Workers take jobs from a shared counter, so a busy machine degrades to
-    serial work rather than waiting on a helper. Nothing runs after this
-    returns, not even after a failure (jobs read buffers of a snapshot that
-    closes next). Raises the first failure.
-    """
-    n = len(jobs)
-    if n <= 1:
-        for job in jobs:
-            fn(*job)
-        return
-    errors: list[BaseException] = []
-    counter = itertools.count()  # next() is atomic: each job is handed out once
-
-    def work():
-        for i in counter:
-            if i >= n or errors:
-                return
-            try:
-                fn(*jobs[i])
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                errors.append(e)
-
-    pool = _threads()
-    futures = [pool.submit(work) for _ in range(min(_WORKERS - 1, n - 1))]
-    work()
-    for f in futures:
-        if not f.cancel():  # never started: nothing left for it
-            f.result()
-    if errors:
-        raise errors[0]
-
-
-def _threads() -> ThreadPoolExecutor:
-    """A small pool for compressing and decompressing chunks (zstd and xxhash release the GIL)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor  # (and logging): not at import
-
-        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="terra-io")
-        _pool_pid = os.getpid()
-    return _pool
 
 
 class PutResult(NamedTuple):
@@ -236,7 +182,7 @@ class Store:
                 todo = [(oid, obj) for oid, obj in unique.items() if oid in gone or oid not in new]
         if todo:
             big = len(todo) > 1 and sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN
-            framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
+            framed = list(shared_pool().map(_frame, todo)) if big else [_frame(p) for p in todo]
             durable = not getattr(self._local, "deferred", False)
             for (oid, _), r in zip(framed, self.backend.put_many(framed, durable=durable)):
                 new[oid] = bool(r)
@@ -299,7 +245,7 @@ class Store:
                 for job in jobs:
                     _read_chunk(*job)
             else:
-                _run_all(_read_chunk, jobs)
+                run_all(_read_chunk, jobs)
             return obj, out
 
     def has(self, oid: ObjectId | str) -> bool:

@@ -61,7 +61,7 @@ import numpy as np
 from ...errors import CorruptObject, TerraError
 from ...objects import ObjectId, Tree, object_id
 from .. import registry
-from .._encode import FINDERS, Encoder, loaded, warn_user
+from .._encode import Encoder, loaded, warn_user
 from .pickle import PickleWarning, pickle_value
 
 __all__ = ["canonical_array"]
@@ -694,10 +694,8 @@ def _sum_attrs(store, tree) -> dict:
     return out
 
 
-FINDERS.append(_find)
-registry.TREE_DECODERS[_TREE] = _dec_frame
-registry.TREE_DECODERS[_LEGACY_TREE] = _dec_legacy_frame
-registry.TREE_DECODERS["pandas.attrs"] = _dec_attrs
-registry.SUMMARIZERS["tree:" + _TREE] = _sum_frame
-registry.SUMMARIZERS["tree:" + _LEGACY_TREE] = _sum_frame
-registry.SUMMARIZERS["tree:pandas.attrs"] = _sum_attrs
+PROVIDES = registry.Codec(
+    finder=_find,
+    trees={_TREE: _dec_frame, _LEGACY_TREE: _dec_legacy_frame, "pandas.attrs": _dec_attrs},
+    summaries={"tree:" + _TREE: _sum_frame, "tree:" + _LEGACY_TREE: _sum_frame, "tree:pandas.attrs": _sum_attrs},
+)
