@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
@@ -29,7 +29,7 @@ from . import _framing
 from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
 
-
+if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]

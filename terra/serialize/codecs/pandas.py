@@ -158,7 +158,6 @@ def _all_str(values) -> bool:
 
     Missing values must be None: Arrow would give NaN back as None.
     """
-    import pandas as pd
     from pandas.api.types import infer_dtype
 
     if infer_dtype(values, skipna=True) not in ("string", "empty"):
