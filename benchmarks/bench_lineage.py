@@ -110,8 +110,9 @@ def _build(root: str, n_runs: int):
         flush()
     flush(force=True)
 
-    def counter(txn):
+    def counter(txn):  # as committed runs leave them: the counter and the highest committed id
         txn.put(R.K_COUNTER, R.rid8(rid))
+        txn.put(R.K_COMMITTED, R.rid8(rid))
 
     store.update_refs(counter)
     return store, {"pipeline": first_eval, "chain": chain_end or rid}

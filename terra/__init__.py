@@ -7,6 +7,9 @@ it again with the same inputs and code returns the stored result.
 
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
+
 __version__ = "0.1.0"
 
 from . import io
@@ -21,15 +24,45 @@ from .errors import (
     UntrustedObject,
 )
 from .files import File
-from .fsck import fsck
-from .gc import compact, du, gc
 from .io import Artifact
-from .provenance import provenance
-from .query import get_artifact, get_runs, load
-from .retention import rm, select_runs, tag, untag
 from .runs import get_log, get_meta, get_run, get_run_dir, inp, out
 from .task import Task, task
-from .why import why
+
+# Store maintenance and queries load on first use, so ``import terra`` (and
+# every process that only runs tasks) skips them.
+_LAZY = {
+    "compact": "gc", "du": "gc", "fsck": "fsck", "gc": "gc", "get_artifact": "query", "get_runs": "query",
+    "load": "query", "provenance": "provenance", "rm": "retention", "select_runs": "retention",
+    "tag": "retention", "untag": "retention", "why": "why",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'terra' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(_types.ModuleType):
+    """terra's module type: a submodule import never hides the function of the same name.
+
+    Importing ``terra.gc`` sets the package attribute ``gc`` to the module;
+    ``terra.gc``, ``terra.fsck``, ``terra.why`` and ``terra.provenance`` stay
+    the functions (as they were when these were imported eagerly).
+    """
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def hash(value) -> str:  # noqa: A001 - mirrors `git hash-object`

@@ -36,7 +36,6 @@ record and indexes; then its short-lived state is cleared.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
@@ -71,7 +70,7 @@ K_COMMITTED = b"counter/committed"  # highest run id committed durably
 K_FORMAT = b"meta/format"
 #: Records with ``origin`` and ``parents`` by record id (store format 2).
 RECORD_FORMAT = 2
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # socket.gethostname(), without importing socket
 
 
 def rid8(run_id: int) -> bytes:
@@ -154,33 +153,6 @@ def unpack(b: bytes):
 
 
 # -- entries: inline primitives or object ids ---------------------------------------
-
-_INLINE_MAX = 256
-
-
-_ALWAYS_INLINE = frozenset({type(None), bool, float})
-
-
-def is_inline(value) -> bool:
-    """Whether a value is kept inline in records and trees rather than as an object."""
-    t = type(value)
-    if t in _ALWAYS_INLINE:
-        return True
-    if t is int:
-        return -(1 << 63) <= value < (1 << 64)
-    if t is str:  # msgpack cannot hold lone surrogates: such strings are stored as values
-        return len(value) <= _INLINE_MAX // 4 and (value.isascii() or _utf8(value))
-    if t is bytes:
-        return len(value) <= _INLINE_MAX
-    return False
-
-
-def _utf8(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def pack_entry(entry, record: bytes | None = None) -> bytes:

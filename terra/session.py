@@ -42,7 +42,7 @@ def current_store() -> Store:
     if _last[0] is cfg:  # the hot path of every cache hit: no path arithmetic
         return _last[1]
     store = store_at(cfg.store_path)
-    from .serialize import set_scratch_dir
+    from .serialize._scratch import set_scratch_dir
 
     # Files of __terra_write__/__terra_read__ stay inside the store, never in /tmp.
     set_scratch_dir(os.path.join(store.root, "tmp"))

@@ -25,15 +25,12 @@ import msgpack
 import xxhash
 
 from . import runs as R
-from .capture import Capture
 from .config import get_config
 from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
-from .fingerprint import fingerprint
-from .environment import environment
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
-from .objects import ObjectId, Run, Tree, object_id
+from .objects import ObjectId, Run, Tree, is_inline, object_id
 from .session import current_store
 from .store import Store
 
@@ -391,6 +388,14 @@ def _task_by_name(module: str, qualname: str) -> Task:
     return obj
 
 
+def fingerprint(fn):
+    """:func:`terra.fingerprint.fingerprint`, imported on the first call (ast, sysconfig... stay out of ``import terra``)."""
+    global fingerprint
+    from .fingerprint import fingerprint
+
+    return fingerprint(fn)
+
+
 def _task_by_value(payload: bytes, code_sources: dict) -> Task:
     """Unpickle a task sent by value; it keeps the identity and code fingerprint it had where it was made."""
     import pickle
@@ -447,7 +452,7 @@ def _artifacts(v, out: list) -> None:
 
 
 def _entry(value, hash_only: bool, store: Store):
-    if R.is_inline(value):
+    if is_inline(value):
         return value
     ref = getattr(value, "__terra_ref__", None)
     if isinstance(ref, ObjectId):
@@ -493,7 +498,6 @@ def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) ->
 def _call_key(t: Task, bound: dict, store: Store) -> bytes:
     """The cache key of a bound call (``cache_ignored_args`` left out)."""
     ignored = t.cache_ignored
-    is_inline = R.is_inline
     where = None
     try:
         if t._simple:
@@ -648,7 +652,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         extra["run_id"] = run_id
     fields: dict[str, Any] = {
         "task": t.name, "module": t.module, "fn": t.qualname, "identity": t.identity,
-        "cache_key": key, "start_time": start, **environment(t.fn),
+        "cache_key": key, "start_time": start, **_environment(t.fn),
     }
     fields.update(t._code_fields() if code is None else code)
     if t.version is not None:
@@ -661,6 +665,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if not t.cache:
         fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
+    from .capture import Capture  # logging: loaded by the first miss, not by import
+
     capture = Capture()
     inputs_tree = Tree("inputs", ())
     try:
@@ -728,6 +734,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if exc is not None:
         raise exc
     return run_id, view
+
+
+def _environment(fn) -> dict:
+    from .environment import environment  # platform, subprocess, git: loaded by the first miss
+
+    return environment(fn)
 
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:

@@ -3,6 +3,7 @@
 from .ids import HASH_ALGORITHM, HEX_CHARS, ID_BYTES, MIN_PREFIX, ObjectId, digest, hasher
 from .model import (
     CHUNK_SIZE,
+    INLINE_MAX,
     Blob,
     Chunk,
     Chunked,
@@ -12,6 +13,7 @@ from .model import (
     canonical_pack,
     decode,
     encode,
+    is_inline,
     object_id,
     references,
     split_payload,
@@ -22,6 +24,7 @@ __all__ = [
     "CHUNK_SIZE",
     "HASH_ALGORITHM",
     "HEX_CHARS",
+    "INLINE_MAX",
     "ID_BYTES",
     "MIN_PREFIX",
     "Blob",
@@ -36,6 +39,7 @@ __all__ = [
     "digest",
     "encode",
     "hasher",
+    "is_inline",
     "object_id",
     "references",
     "split_payload",

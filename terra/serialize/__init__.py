@@ -27,10 +27,27 @@ Arrow buffer (not one IPC stream): numeric columns are then hashed in place,
 and unchanged columns are shared between versions of a frame.
 """
 
-from ._decode import load_value, plain_value, summarize
-from ._encode import hash_value, store_value
-from ._files import hash_path, restore_path, scratch_dir, set_scratch_dir, store_path
-from .registry import PickleWarning, register_codec
+from ._scratch import scratch_dir, set_scratch_dir
+
+# The rest loads on first use: opening a store (which sets the scratch dir)
+# must not import numpy, so that `terra ls` and friends start fast.
+_LAZY = {
+    "load_value": "._decode", "plain_value": "._decode", "summarize": "._decode",
+    "hash_value": "._encode", "store_value": "._encode",
+    "hash_path": "._files", "restore_path": "._files", "store_path": "._files",
+    "PickleWarning": ".registry", "register_codec": ".registry",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def figure_png(store, oid) -> bytes:

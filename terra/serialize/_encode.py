@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Iterable
+import threading
+from typing import Any, Callable
 
 from ..errors import SerializationError
-from ..objects import Object, ObjectId, object_id, split_payload
+from ..objects import Object, ObjectId, is_inline, object_id, split_payload
 from . import registry
 
 __all__ = ["Encoder", "hash_value", "store_value"]
-
-# Strings and bytes up to this many encoded bytes are inlined in a Tree entry;
-# bigger ones become child Blobs so that they are stored (and deduplicated) once.
-INLINE_MAX = 256
 
 # The store sink writes pending objects once this much payload has accumulated,
 # bounding the memory held by encoded copies (Arrow IPC, pickles, files).
@@ -32,9 +29,9 @@ FLUSH_BYTES = 64 << 20
 
 Pairs = list[tuple[ObjectId, Object]]
 
-# Encoders by exact type, filled by the codec modules: fn(encoder, value) -> ObjectId.
+# Encoders by exact type, filled by install(): fn(encoder, value) -> ObjectId.
 EXACT: dict[type, Callable[["Encoder", Any], ObjectId]] = {}
-# Encoders tried in order for types not in EXACT: fn(encoder, value) -> ObjectId | None.
+# Encoders tried in the codec table's order for types not in EXACT: fn(encoder, value) -> ObjectId | None.
 FINDERS: list[Callable[["Encoder", Any], ObjectId | None]] = []
 
 
@@ -92,16 +89,8 @@ class Encoder:
         return cls(f"cannot store {self.path} of type {type_name(type(value))}: {why}")
 
     def entry(self, value: Any, step: str):
-        """A Tree entry for ``value``: the value itself if a small primitive, else a child id."""
-        t = type(value)
-        if value is None or t is bool or t is int or t is float:
-            return value
-        if t is str:
-            if len(value) <= INLINE_MAX // 4 or _utf8_len(value) <= INLINE_MAX:
-                return value
-        elif t is bytes and len(value) <= INLINE_MAX:
-            return value
-        return self.child(value, step)
+        """A Tree entry for ``value``: the value itself if :func:`is_inline`, else a child id."""
+        return value if is_inline(value) else self.child(value, step)
 
     def child(self, value: Any, step: str) -> ObjectId:
         """The id of a value nested at ``step`` below the current path."""
@@ -165,13 +154,6 @@ def format_step(step) -> str:
     return _STEP_FORMATS[kind].format(short_repr(label))
 
 
-def _utf8_len(s: str) -> int:
-    try:
-        return len(s.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates cannot be inlined as msgpack str
-        return INLINE_MAX + 1
-
-
 def warn_user(message: str, category: type[Warning]) -> None:
     """``warnings.warn`` attributed to the first caller outside terra (the user's line)."""
     import os
@@ -222,10 +204,26 @@ class StoreSink:
             self.nbytes = 0
 
 
+_installed = False
+_install_lock = threading.Lock()
+
+
 def _load_codecs() -> None:
-    # Importing the codec modules registers them; done on first use so that
-    # ``import terra`` does not pay for it.
-    from . import codecs  # noqa: F401
+    """Install the codec table (:data:`.codecs.TABLE`) once, in its order.
+
+    Done on first use so that ``import terra`` does not pay for it; the lock
+    keeps a second thread from dispatching on a half-filled table.
+    """
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if not _installed:
+            from .codecs import TABLE
+
+            for codec in TABLE:
+                install(codec)
+            _installed = True
 
 
 def hash_value(value: Any) -> ObjectId:
@@ -268,12 +266,22 @@ def store_value(store, value: Any) -> ObjectId:
     return oid
 
 
-def register_exact(types: Iterable[type], fn, container: bool = False) -> None:
-    """Use ``fn(encoder, value)`` for values whose type is exactly one of ``types``."""
-    for t in types:
-        EXACT[t] = fn
-        if container:
-            _CONTAINERS.add(t)
+def install(codec: registry.Codec) -> None:
+    """Put what ``codec`` provides into the dispatch tables; its finder goes after those installed before.
+
+    Raises:
+        ValueError: a type, codec name or tree type is already taken by another codec.
+    """
+    tables = ((EXACT, codec.exact), (EXACT, codec.containers), (registry.BLOB_DECODERS, codec.blobs),
+              (registry.TREE_DECODERS, codec.trees), (registry.SUMMARIZERS, codec.summaries))
+    taken = [k for table, entries in tables for k, fn in entries.items() if table.get(k, fn) is not fn]
+    if taken:  # checked before anything is installed: a refused codec leaves no trace
+        raise ValueError(f"codec entries {taken!r} are already installed by another codec")
+    for table, entries in tables:
+        table.update(entries)
+    _CONTAINERS.update(codec.containers)
+    if codec.finder is not None and codec.finder not in FINDERS:
+        FINDERS.append(codec.finder)
 
 
 def loaded(name: str):

@@ -27,22 +27,10 @@ import numpy as np
 from ..errors import SerializationError
 from ..objects import Blob, Chunked, ObjectId, Tree
 from . import registry
-from ._encode import FINDERS, Encoder, discard, StoreSink
+from ._encode import Encoder, StoreSink, discard
+from ._scratch import scratch_dir, set_scratch_dir
 
 __all__ = ["hash_path", "restore_path", "scratch_dir", "set_scratch_dir", "store_path"]
-
-_scratch: str | None = None
-
-
-def scratch_dir() -> str:
-    """The directory under which terra makes temporary paths for ``__terra_write__``/``__terra_read__``."""
-    return _scratch if _scratch is not None else tempfile.gettempdir()
-
-
-def set_scratch_dir(path: str | None) -> None:
-    """Make temporary paths under ``path`` (None: the system temp dir)."""
-    global _scratch
-    _scratch = None if path is None else os.fspath(path)
 
 
 def make_scratch(prefix: str) -> str:
@@ -302,6 +290,4 @@ def _summary(store, tree) -> dict:
     return {"type": kind, "files": len(tree.entries)}
 
 
-FINDERS.append(_find)
-registry.TREE_DECODERS["dir"] = _decode
-registry.SUMMARIZERS["tree:dir"] = _summary
+PROVIDES = registry.Codec(finder=_find, trees={"dir": _decode}, summaries={"tree:dir": _summary})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import SerializationError
 from ..objects import ObjectId
 from . import registry
-from ._encode import FINDERS, Encoder, type_name
+from ._encode import Encoder, type_name
 
 
 def _find(enc: Encoder, v) -> ObjectId | None:
@@ -35,5 +35,4 @@ def _decode(dec, blob, payload):
                                  f"{type(e).__name__}: {e}") from e
 
 
-FINDERS.append(_find)
-registry.BLOB_DECODERS["user"] = _decode
+PROVIDES = registry.Codec(finder=_find, blobs={"user": _decode})

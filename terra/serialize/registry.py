@@ -1,7 +1,8 @@
 """Codec tables: which function encodes a type and which decodes a stored name.
 
-Two tables, filled by the codec modules at import and by users through
-:func:`register_codec`:
+Each codec module declares what it provides as a :class:`Codec` (importing it
+registers nothing); :mod:`terra.serialize.codecs` installs them from one
+ordered table. Users add theirs through :func:`register_codec`. The tables:
 
 - Blob decoders keyed by the Blob's ``codec`` name,
 - Tree decoders keyed by the Tree's ``type``.
@@ -17,16 +18,36 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from ..errors import SerializationError, UntrustedObject
 
-__all__ = ["PickleWarning", "UserCodec", "class_path", "import_class", "register_codec", "resolve_class",
+__all__ = ["Codec", "PickleWarning", "UserCodec", "class_path", "import_class", "register_codec", "resolve_class",
            "user_codec_for"]
 
 BLOB_DECODERS: dict[str, Callable] = {}
 TREE_DECODERS: dict[str, Callable] = {}
 SUMMARIZERS: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """What one codec module provides, installed by :mod:`terra.serialize.codecs`.
+
+    ``finder(encoder, value) -> ObjectId | None`` is tried, in the table's order,
+    for types not in ``exact``/``containers`` (encoders by exact type;
+    containers also get cycle detection). ``blobs`` and ``trees`` are decoders
+    by Blob codec name and Tree type; ``summaries`` are summarizers by Blob
+    codec name or ``"tree:" + type``.
+    """
+
+    finder: Callable | None = None
+    exact: Mapping[type, Callable] = field(default_factory=dict)
+    containers: Mapping[type, Callable] = field(default_factory=dict)
+    blobs: Mapping[str, Callable] = field(default_factory=dict)
+    trees: Mapping[str, Callable] = field(default_factory=dict)
+    summaries: Mapping[str, Callable] = field(default_factory=dict)
 
 
 class PickleWarning(UserWarning):

@@ -12,7 +12,6 @@ import os
 import threading
 
 import lmdb
-import numpy as np
 
 from ..errors import StoreError
 from ..objects import CHUNK_SIZE
@@ -64,6 +63,8 @@ class Env:
         if n > _SCRATCH_MAX:
             return None
         if self._scratch is None or self._scratch.nbytes < n:
+            import numpy as np
+
             self._scratch = np.empty(max(n, 1 << 16), np.uint8)
         return self._scratch
 

@@ -20,13 +20,16 @@ windows and checked against its id before a buffer of that size exists.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from ..errors import CorruptObject
 from ..objects.ids import hasher
 from ..objects.model import byte_view
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RAW = 0
 ZSTD = 1
@@ -144,6 +147,8 @@ def joined(value, out: np.ndarray | None = None):
     """
     if not isinstance(value, tuple):
         return value
+    import numpy as np
+
     n = sum(memoryview(p).nbytes for p in value)
     buf = np.empty(n, np.uint8) if out is None or out.nbytes < n else out[:n]
     pos = 0
@@ -193,17 +198,26 @@ def content_size(key: bytes, z) -> int:
     return size
 
 
-def decompress_into(key: bytes, z, out: np.ndarray | None = None) -> np.ndarray:
-    """Decompress a zstd frame into ``out`` (allocated to the frame's size if None).
+_BYTEARRAY_MAX = 1 << 20  # larger buffers are numpy arrays: cheaper to fault in (see FACTS)
+
+
+def decompress_into(key: bytes, z, out=None):
+    """Decompress a zstd frame into ``out`` (allocated to the frame's size if None: a
+    bytearray when small, else a numpy array).
 
     Raises:
         CorruptObject: see :func:`content_size` and :func:`decompress_parts`.
     """
     size = content_size(key, z)
     if out is None:
-        if size > VERIFY_OVER:
-            _verify_streamed(key, z, size)
-        out = np.empty(size, dtype=np.uint8)
+        if size <= _BYTEARRAY_MAX:  # records and small values: no numpy needed to read them
+            out = bytearray(size)
+        else:
+            import numpy as np
+
+            if size > VERIFY_OVER:
+                _verify_streamed(key, z, size)
+            out = np.empty(size, dtype=np.uint8)
     decompress_parts(key, z, [out])
     return out
 

@@ -327,11 +327,11 @@ class LMDBBackend(Backend):
             flush(True)
         return out
 
-    def commit(self, items, fn):
+    def commit(self, items, fn, hold=None):
         items = [(bytes(k), v) for k, v in items]
         size = sum(_framing.size(v) for _, v in items if v is not None)
         if size >= TXN_BYTES:  # keep write transactions short: objects first
-            return super().commit(items, fn)
+            return super().commit(items, fn, hold)
 
         def do(e, txn):
             self._put_in(e, txn, items)
@@ -340,6 +340,19 @@ class LMDBBackend(Backend):
 
     def get_ref(self, key: bytes) -> bytes | None:
         """One ref's value: the cache lookup's fast path."""
+        e = self._env()
+        with e.lock:  # resizes happen under this lock too: none can run in between
+            if not e.closed:
+                try:
+                    txn = e.env.begin()  # copies the value out (no buffers): nothing to count as open
+                    try:
+                        return txn.get(key, db=e.refs)
+                    finally:
+                        txn.abort()
+                except lmdb.MapResizedError:
+                    pass  # the general path adopts the new size
+                except lmdb.Error as exc:
+                    raise StoreError(f"store {self.path}: {exc}") from exc
         with self._read(False) as (e, txn):
             return txn.get(key, db=e.refs)
 

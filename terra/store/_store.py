@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from ..errors import AmbiguousPrefix, CorruptObject, CorruptRef, NotFound, UnsupportedFormat
 from ..objects import (
@@ -28,10 +23,14 @@ from ..objects import (
     object_id,
     split_payload,
 )
+from ..objects.pool import run_all, shared_pool
 from ..trust import signature_for
 from . import _framing
 from ._refs import PlainSnapshot, PlainTxn, SealedSnapshot, SealedTxn, seal_all, unseal
 from .base import Backend
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["FORMAT_VERSION", "HOLD_PREFIX", "PutResult", "Store", "hold_key"]
 
@@ -44,7 +43,11 @@ _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
 _UUID_KEY = b"meta/uuid"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
-_WORKERS = max(2, min(4, os.cpu_count() or 1))
+# Reading a chunk is a copy (or a decompression) and a hash: below this many
+# chunks a helper thread's hand-off and GIL handovers cost more than the second
+# core saves (10 MB hit + load measured 1.7-3.5 ms serial vs 1.9-10 ms threaded
+# on a busy 2-core machine); the same threshold as hashing (objects.model).
+_PARALLEL_READ_CHUNKS = 6
 
 #: Short-lived state keys ``hold/<run_id:8><id:16>``: ids a run in progress
 #: has written or is about to write. gc never deletes a held id, nor what it
@@ -55,54 +58,6 @@ HOLD_PREFIX = b"hold/"
 def hold_key(run_id: int, oid: bytes = b"") -> bytes:
     """The short-lived state key holding ``oid`` for run ``run_id`` (its prefix when ``oid`` is empty)."""
     return HOLD_PREFIX + int(run_id).to_bytes(8, "big") + bytes(oid)
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def _run_all(fn, jobs: list[tuple]) -> None:
-    """Run ``fn(*job)`` for every job, on this thread and the pool's; return when all are done.
-
-    Workers take jobs from a shared counter, so a busy machine degrades to
-    serial work rather than waiting on a helper. Nothing runs after this
-    returns, not even after a failure (jobs read buffers of a snapshot that
-    closes next). Raises the first failure.
-    """
-    n = len(jobs)
-    if n <= 1:
-        for job in jobs:
-            fn(*job)
-        return
-    errors: list[BaseException] = []
-    counter = itertools.count()  # next() is atomic: each job is handed out once
-
-    def work():
-        for i in counter:
-            if i >= n or errors:
-                return
-            try:
-                fn(*jobs[i])
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                errors.append(e)
-
-    pool = _threads()
-    futures = [pool.submit(work) for _ in range(min(_WORKERS - 1, n - 1))]
-    work()
-    for f in futures:
-        if not f.cancel():  # never started: nothing left for it
-            f.result()
-    if errors:
-        raise errors[0]
-
-
-def _threads() -> ThreadPoolExecutor:
-    """A small pool for compressing and decompressing chunks (zstd and xxhash release the GIL)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="terra-io")
-        _pool_pid = os.getpid()
-    return _pool
 
 
 class PutResult(NamedTuple):
@@ -227,7 +182,7 @@ class Store:
                 todo = [(oid, obj) for oid, obj in unique.items() if oid in gone or oid not in new]
         if todo:
             big = len(todo) > 1 and sum(_payload_size(o) for _, o in todo) >= _PARALLEL_MIN
-            framed = list(_threads().map(_frame, todo)) if big else [_frame(p) for p in todo]
+            framed = list(shared_pool().map(_frame, todo)) if big else [_frame(p) for p in todo]
             durable = not getattr(self._local, "deferred", False)
             for (oid, _), r in zip(framed, self.backend.put_many(framed, durable=durable)):
                 new[oid] = bool(r)
@@ -261,6 +216,8 @@ class Store:
 
     def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
         """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
+        import numpy as np
+
         oid = self.as_id(oid)
         with self.backend.reading() as r:
             raw = r.get(oid)
@@ -284,7 +241,11 @@ class Store:
             for i, cid in enumerate(obj.chunks):
                 off = i * CHUNK_SIZE
                 jobs.append((r, cid, out[off : min(off + CHUNK_SIZE, obj.size)]))
-            _run_all(_read_chunk, jobs)
+            if len(jobs) < _PARALLEL_READ_CHUNKS:
+                for job in jobs:
+                    _read_chunk(*job)
+            else:
+                run_all(_read_chunk, jobs)
             return obj, out
 
     def has(self, oid: ObjectId | str) -> bool:
@@ -368,8 +329,9 @@ class Store:
         visible together, at the cost of one sync.
         """
         framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
-        self._hold([oid for oid, _ in framed])
-        return self.backend.commit(framed, lambda txn: fn(self._txn(txn)))
+        # Held only if the backend writes them ahead of the refs (one short-lived write saved per run).
+        return self.backend.commit(framed, lambda txn: fn(self._txn(txn)),
+                                   hold=lambda: self._hold([oid for oid, _ in framed]))
 
     def deferred(self):
         """Within this context, object writes skip their sync; the next durable commit covers them."""
@@ -498,6 +460,8 @@ def _decode(oid: ObjectId, enc) -> Object:
 
 def _own(enc: memoryview, data: memoryview) -> np.ndarray:
     """``data`` (a view into the decompressed ``enc``) as an array, without copying."""
+    import numpy as np
+
     base = np.frombuffer(enc, np.uint8)
     start = enc.nbytes - data.nbytes
     return base[start:]
@@ -505,6 +469,8 @@ def _own(enc: memoryview, data: memoryview) -> np.ndarray:
 
 def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
     """Copy (or decompress) chunk ``cid`` straight into ``dest``, then verify what landed there."""
+    import numpy as np
+
     raw = reader.get(cid)
     if raw is None:
         raise NotFound(f"chunk {cid.hex()} not found")

@@ -109,8 +109,16 @@ class Backend(ABC):
         """A read snapshot of the short-lived state alone (usable inside :meth:`update_refs`)."""
         return self.refs()
 
-    def commit(self, items: list[tuple[bytes, object]], fn: Callable[[RefTxn], object]) -> object:
-        """Store ``items`` then run ``fn`` on the refs, durably; atomic where the backend can."""
+    def commit(self, items: list[tuple[bytes, object]], fn: Callable[[RefTxn], object],
+               hold: Callable[[], object] | None = None) -> object:
+        """Store ``items`` then run ``fn`` on the refs, durably; atomic where the backend can.
+
+        ``hold()`` is called before any item is written outside the
+        transaction that runs ``fn`` (items committed with the refs that name
+        them need no hold: gc sees both or neither).
+        """
+        if hold is not None:
+            hold()
         self.put_many(items, durable=False)
         return self.update_refs(fn)
 

@@ -1,18 +1,24 @@
-"""Codec modules; importing this package registers them, in dispatch order.
+"""Codec modules and the one table that installs them, in dispatch order.
 
-Finders run in registration order: user codecs, ``__terra_write__`` objects,
-numpy, pandas, torch, matplotlib, dataclasses/enums/namedtuples, and pickle last.
+Each module only declares what it provides (``PROVIDES``, a
+:class:`~terra.serialize.registry.Codec`); importing it, or this package,
+registers nothing: the encoder installs :data:`TABLE` on first use.
+Finders are tried in :data:`TABLE` order for types without an exact encoder:
+``__terra_write__`` objects and user codecs first, then numpy, pandas, torch,
+matplotlib, dataclasses/enums/namedtuples (with the builtin exact types), and
+pickle last, which accepts anything.
 """
 
-from .. import _files, _user  # noqa: F401  (user codecs and __terra_write__ first)
-from . import builtins as _builtins  # noqa: F401
-from . import numpy as _numpy  # noqa: F401
-from . import pandas as _pandas  # noqa: F401
-from . import torch as _torch  # noqa: F401
-from . import figure as _figure  # noqa: F401
-from . import pickle as _pickle
-from .._encode import FINDERS
+from .. import _files, _user
+from . import builtins, figure, numpy, pandas, pickle, torch
 
-FINDERS.remove(_builtins._find_classes)  # dataclasses etc. after the library types
-FINDERS.append(_builtins._find_classes)
-FINDERS.append(_pickle.fallback)
+TABLE = (
+    _files.PROVIDES,
+    _user.PROVIDES,
+    numpy.PROVIDES,
+    pandas.PROVIDES,
+    torch.PROVIDES,
+    figure.PROVIDES,
+    builtins.PROVIDES,
+    pickle.PROVIDES,
+)

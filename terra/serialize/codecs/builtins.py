@@ -35,7 +35,7 @@ from ...errors import CorruptObject, SerializationError
 from ...objects import Blob, ObjectId, Tree, canonical_pack
 from ...objects.model import EXT_BIGINT
 from .. import registry
-from .._encode import FINDERS, Encoder, register_exact
+from .._encode import Encoder
 from .pickle import pickle_value
 
 __all__ = ["unpack"]
@@ -394,33 +394,30 @@ def _dec_range(dec, blob, payload):
 
 # -- registration ----------------------------------------------------------------------
 
-register_exact([type(None), bool, int, float], _enc_py)
-register_exact([str], _enc_str)
-register_exact([bytes, bytearray], _enc_bytes)
-register_exact([dict], _enc_dict, container=True)
-register_exact([list, tuple], _enc_seq, container=True)
-register_exact([set, frozenset], _enc_set, container=True)
-register_exact([collections.OrderedDict], _enc_odict, container=True)
-register_exact([collections.Counter], _enc_counter, container=True)
-register_exact([collections.defaultdict], _enc_defaultdict, container=True)
-register_exact([dt.datetime, dt.date, dt.time, dt.timedelta], _enc_temporal)
-register_exact(list(set(_PATHS.values())), _enc_path)
-register_exact([decimal.Decimal], _enc_decimal)
-register_exact([uuid.UUID], _enc_uuid)
-register_exact([complex], _enc_complex)
-register_exact([range], _enc_range)
-FINDERS.append(_find_classes)
-
-registry.BLOB_DECODERS.update({
-    "py": _dec_py, "str": _dec_str, "bytes": _dec_bytes, "datetime": _dec_temporal, "path": _dec_path,
-    "decimal": _dec_decimal, "uuid": _dec_uuid, "complex": _dec_complex, "range": _dec_range,
-})
-registry.TREE_DECODERS.update({
-    "dict": _dec_dict, "list": _dec_list, "tuple": _dec_tuple, "set": _dec_set,
-    "frozenset": _dec_frozenset, "OrderedDict": _dec_odict, "Counter": _dec_counter,
-    "defaultdict": _dec_defaultdict, "dataclass": _dec_dataclass, "namedtuple": _dec_namedtuple,
-    "enum": _dec_enum,
-})
-registry.SUMMARIZERS.update({"py": _sum_py, "str": _sum_str})
-for _t in ("dataclass", "namedtuple", "enum"):
-    registry.SUMMARIZERS["tree:" + _t] = _sum_class_tree
+PROVIDES = registry.Codec(
+    finder=_find_classes,
+    exact={
+        type(None): _enc_py, bool: _enc_py, int: _enc_py, float: _enc_py,
+        str: _enc_str, bytes: _enc_bytes, bytearray: _enc_bytes,
+        dt.datetime: _enc_temporal, dt.date: _enc_temporal, dt.time: _enc_temporal, dt.timedelta: _enc_temporal,
+        **dict.fromkeys(set(_PATHS.values()), _enc_path),
+        decimal.Decimal: _enc_decimal, uuid.UUID: _enc_uuid, complex: _enc_complex, range: _enc_range,
+    },
+    containers={
+        dict: _enc_dict, list: _enc_seq, tuple: _enc_seq, set: _enc_set, frozenset: _enc_set,
+        collections.OrderedDict: _enc_odict, collections.Counter: _enc_counter,
+        collections.defaultdict: _enc_defaultdict,
+    },
+    blobs={
+        "py": _dec_py, "str": _dec_str, "bytes": _dec_bytes, "datetime": _dec_temporal, "path": _dec_path,
+        "decimal": _dec_decimal, "uuid": _dec_uuid, "complex": _dec_complex, "range": _dec_range,
+    },
+    trees={
+        "dict": _dec_dict, "list": _dec_list, "tuple": _dec_tuple, "set": _dec_set,
+        "frozenset": _dec_frozenset, "OrderedDict": _dec_odict, "Counter": _dec_counter,
+        "defaultdict": _dec_defaultdict, "dataclass": _dec_dataclass, "namedtuple": _dec_namedtuple,
+        "enum": _dec_enum,
+    },
+    summaries={"py": _sum_py, "str": _sum_str,
+               **{"tree:" + t: _sum_class_tree for t in ("dataclass", "namedtuple", "enum")}},
+)

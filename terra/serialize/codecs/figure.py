@@ -16,7 +16,7 @@ from ...config import get_config
 from ...errors import CorruptObject, SerializationError
 from ...objects import Blob, Chunked, ObjectId, Tree
 from .. import registry
-from .._encode import FINDERS, Encoder, loaded, type_name
+from .._encode import Encoder, loaded, type_name
 from .pickle import pickle_value
 
 __all__ = ["figure_png"]
@@ -97,7 +97,9 @@ def _summary(store, tree) -> dict:
             "dpi": tree.meta.get("dpi")}
 
 
-FINDERS.append(_find)
-registry.TREE_DECODERS["figure"] = _decode
-registry.SUMMARIZERS["tree:figure"] = _summary
-registry.BLOB_DECODERS["png"] = lambda dec, blob, payload: payload.tobytes()
+def _decode_png(dec, blob, payload) -> bytes:
+    return payload.tobytes()
+
+
+PROVIDES = registry.Codec(finder=_find, blobs={"png": _decode_png}, trees={"figure": _decode},
+                          summaries={"tree:figure": _summary})

@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import CorruptObject
 from ...objects import Blob, Chunked, ObjectId, object_id
 from .. import registry
-from .._encode import FINDERS, Encoder
+from .._encode import Encoder
 
 
 def _listify(x):
@@ -268,6 +268,5 @@ def _sum_scalar(blob) -> dict:
                                    "dtype": str(_summary_dtype(blob.meta))})
 
 
-FINDERS.append(_find)
-registry.BLOB_DECODERS.update({"numpy": _dec_array, "numpy.scalar": _dec_scalar})
-registry.SUMMARIZERS.update({"numpy": _sum_array, "numpy.scalar": _sum_scalar})
+PROVIDES = registry.Codec(finder=_find, blobs={"numpy": _dec_array, "numpy.scalar": _dec_scalar},
+                          summaries={"numpy": _sum_array, "numpy.scalar": _sum_scalar})

@@ -293,8 +293,9 @@ def _summary(blob) -> dict:
     return {"type": blob.meta.get("type", "pickle"), "codec": "pickle"}
 
 
-registry.BLOB_DECODERS[CODEC] = _decode_blob
-registry.TREE_DECODERS[CODEC] = _decode_tree
-registry.SUMMARIZERS[CODEC] = _summary
-registry.SUMMARIZERS["tree:" + CODEC] = lambda store, tree: {"type": tree.meta.get("type", "pickle"),
-                                                            "codec": "pickle"}
+def _tree_summary(store, tree) -> dict:
+    return {"type": tree.meta.get("type", "pickle"), "codec": "pickle"}
+
+
+PROVIDES = registry.Codec(finder=fallback, blobs={CODEC: _decode_blob}, trees={CODEC: _decode_tree},
+                          summaries={CODEC: _summary, "tree:" + CODEC: _tree_summary})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...objects import ObjectId
 from .. import registry
-from .._encode import FINDERS, Encoder, loaded
+from .._encode import Encoder, loaded
 
 CODEC = "torch"
 _KEY = "tensor"
@@ -60,6 +60,4 @@ def _summary(blob) -> dict:
             "device": m.get("device")}
 
 
-FINDERS.append(_find)
-registry.BLOB_DECODERS[CODEC] = _decode
-registry.SUMMARIZERS[CODEC] = _summary
+PROVIDES = registry.Codec(finder=_find, blobs={CODEC: _decode}, summaries={CODEC: _summary})
