@@ -10,3 +10,12 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def flatten(value, path: str = "") -> list[tuple[str, object]]:
+    """A returned structure as ``(path, leaf)`` pairs: ``model.weights``, ``splits[0]``..."""
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in flatten(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [kv for i, v in enumerate(value) for kv in flatten(v, f"{path}[{i}]")]
+    return [(path or "(output)", value)]

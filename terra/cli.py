@@ -28,6 +28,7 @@ import click
 import terra
 
 from . import runs as R
+from ._format import flatten
 from .errors import NotFound, TerraError
 from .listing import iso_time
 
@@ -190,14 +191,6 @@ def _value_cell(v) -> tuple[str, str, str]:
     return (text if len(text) <= 80 else text[:77] + "..."), type(v).__name__, ""
 
 
-def _flatten(value, path: str = "") -> list[tuple[str, object]]:
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in _flatten(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, (list, tuple)):
-        return [kv for i, v in enumerate(value) for kv in _flatten(v, f"{path}[{i}]")]
-    return [(path or "(output)", value)]
-
-
 def _table(title: str | None, columns, rows):
     from rich.table import Table
 
@@ -302,7 +295,7 @@ def show_cmd(run, as_json):
     meta["consumers"] = consumers
     meta["tags"] = sorted(run_tags(store).get(rid, []))
     inputs = terra.inp(rid)
-    outputs = dict(_flatten(terra.out(rid))) if meta.get("status") == "success" else {}
+    outputs = dict(flatten(terra.out(rid))) if meta.get("status") == "success" else {}
     if as_json:
         for k in ("start_time", "end_time", "expires"):
             if k in meta:
@@ -405,7 +398,7 @@ def out_cmd(run, as_json, trust):
     from .retention import resolve_run
 
     with _trust(trust):
-        outputs = dict(_flatten(terra.out(resolve_run(run))))
+        outputs = dict(flatten(terra.out(resolve_run(run))))
     if as_json:
         _print_json(_clean(outputs))
         return

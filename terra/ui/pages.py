@@ -14,6 +14,7 @@ import threading
 from urllib.parse import urlencode
 
 from .. import runs as R
+from .._format import flatten
 from ..errors import TerraError
 from ..listing import DAMAGED, RunRow, fill_details, iter_rows, page_of_runs, run_tags
 from ..objects import ObjectId, Tree
@@ -240,14 +241,6 @@ def _columns(dicts) -> list[str]:
 # -- run page ---------------------------------------------------------------------------
 
 
-def _flatten(value, path: str = "") -> list[tuple[str, object]]:
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in _flatten(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, (list, tuple)):
-        return [kv for i, v in enumerate(value) for kv in _flatten(v, f"{path}[{i}]")]
-    return [(path or "(output)", value)]
-
-
 def _preview(art) -> str:
     return preview_html(art, figure_src=lambda a: f"/artifact/{a.id}/png")
 
@@ -303,7 +296,7 @@ def run_page(store, rid: int, q: dict) -> str:
         error = (f"<h2>Error</h2><p class=bad>{e(str(err.get('type')))}: {e(str(err.get('message')))}</p>"
                  f"<pre>{e(str(err.get('traceback') or ''))}</pre>")
     inputs = terra.inp(rid, store)
-    outputs = _flatten(terra.out(rid, store)) if meta.get("status") == "success" else []
+    outputs = flatten(terra.out(rid, store)) if meta.get("status") == "success" else []
     try:
         log = R.get_log(rid, store)
         log_html = (f"<pre id=log>{e(log[-200_000:])}</pre>" if log else
@@ -514,7 +507,7 @@ def compare_page(store, q: dict) -> str:
     if len(identities) > 1:
         raise BadRequest("compare runs of one task: got " + ", ".join(sorted(str(i) for i in identities)))
     ins = [terra.inp(r, store) for r in rids]
-    outs = [dict(_flatten(terra.out(r, store))) if m.get("status") == "success" else {} for r, m in zip(rids, metas)]
+    outs = [dict(flatten(terra.out(r, store))) if m.get("status") == "success" else {} for r, m in zip(rids, metas)]
 
     def same(a, b) -> bool:
         if isinstance(a, Artifact) or isinstance(b, Artifact):
