@@ -106,6 +106,9 @@ class Task:
         self._simple = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD,
                                     inspect.Parameter.POSITIONAL_ONLY}
         self._positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
+        # Which parameter each positional argument lands in (for no_load_args); *args takes the rest.
+        self._slots = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._star = next((n for n, p in params.items() if p.kind == p.VAR_POSITIONAL), None)
         self._var_pos = next((n for n, p in params.items() if p.kind == p.VAR_POSITIONAL), None)
         self._var_kw = next((n for n, p in params.items() if p.kind == p.VAR_KEYWORD), None)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
@@ -211,8 +214,8 @@ class Task:
 
     def _call_args(self, args, kwargs) -> tuple[list, dict]:
         """Arguments as the function receives them: Artifacts loaded, except ``no_load_args``."""
-        names, no_load = self._positional, self.no_load
-        call_args = [a if (i < len(names) and names[i] in no_load) else _load_deep(a)
+        names, no_load = self._slots, self.no_load
+        call_args = [a if (names[i] if i < len(names) else self._star) in no_load else _load_deep(a)
                      for i, a in enumerate(args)]
         call_kwargs = {k: (v if k in no_load else _load_deep(v)) for k, v in kwargs.items() if k not in _RESERVED}
         return call_args, call_kwargs

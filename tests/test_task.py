@@ -428,3 +428,21 @@ def test_run_dir_keeps_symlinks_as_links():
     assert os.readlink(os.path.join(restored, "loop")) == "."
     assert os.path.islink(os.path.join(restored, "data"))
     assert open(os.path.join(restored, "result.txt")).read() == "3"
+
+
+def test_no_load_args_follow_positional_only_and_var_positional_parameters():
+    @Task
+    def make(x):
+        return np.arange(x)
+
+    a, b = make(3), make(4)
+    seen = {}
+
+    @Task.make(no_load_args=["raw", "rest"])
+    def mixed(loaded, raw, /, other, *rest):
+        seen.update(loaded=type(loaded), raw=type(raw), other=type(other), rest=[type(r) for r in rest])
+        return 1
+
+    mixed(a, b, a, b, a)
+    # Positional-only `raw` and everything in `*rest` stay Artifacts; the others are loaded.
+    assert seen == {"loaded": np.ndarray, "raw": Artifact, "other": np.ndarray, "rest": [Artifact, Artifact]}
