@@ -21,6 +21,7 @@ __all__ = [
     "fmt_ratio",
     "fmt_time",
     "make_reporter",
+    "mixed_frame",
     "paired",
     "time_once",
     "warm_memory",
@@ -149,3 +150,20 @@ def fmt_rate(nbytes: int, s: float) -> str:
 def fmt_ratio(x: float, digits: int = 2) -> str:
     """A ratio such as ``1.23x``."""
     return f"{x:.{digits}f}x"
+
+
+def mixed_frame(n: int):
+    """The mixed ``n``-row DataFrame the tables use: ints, floats, text, a categorical, times."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    words = np.array([f"item-{i:05d}" for i in range(5000)])
+    return pd.DataFrame({
+        "id": np.arange(n, dtype=np.int64),
+        "count": rng.integers(0, 1000, n),
+        "x": rng.random(n),
+        "name": pd.Series(words[rng.integers(0, len(words), n)], dtype="str"),
+        "color": pd.Categorical(rng.choice(["red", "green", "blue", "cyan"], n)),
+        "when": pd.date_range("2020-01-01", periods=n, freq="s"),
+    })

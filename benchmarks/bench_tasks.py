@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from ._report import MB, fmt_ratio, fmt_time, warm_memory
+from ._report import MB, fmt_ratio, fmt_time, mixed_frame, warm_memory
 
 sys.setrecursionlimit(10000)
 
@@ -210,21 +210,6 @@ def _array(root: str, reps: int):
     return statistics.median(tt), statistics.median(tj)
 
 
-def _mixed_frame(n: int):
-    import pandas as pd
-
-    rng = np.random.default_rng(1)
-    words = np.array([f"item-{i:05d}" for i in range(5000)])
-    return pd.DataFrame({
-        "id": np.arange(n, dtype=np.int64),
-        "count": rng.integers(0, 1000, n),
-        "x": rng.random(n),
-        "name": pd.Series(words[rng.integers(0, len(words), n)], dtype="str"),
-        "color": pd.Categorical(rng.choice(["red", "green", "blue", "cyan"], n)),
-        "when": pd.date_range("2020-01-01", periods=n, freq="s"),
-    })
-
-
 def _frame(root: str, rows: int, reps: int):
     import joblib
     import lmdb
@@ -233,18 +218,18 @@ def _frame(root: str, rows: int, reps: int):
     import terra
 
     terra.configure(storage_dir=os.path.join(root, "terra"), quiet=True)
-    df = _mixed_frame(rows)
+    df = mixed_frame(rows)
 
     # The body builds the frame: a task closing over ``df`` would have its
     # fingerprint hash the frame's content on every call.
     @terra.task
     def make(n):
-        return _mixed_frame(n)
+        return mixed_frame(n)
 
     mem = joblib.Memory(os.path.join(root, "joblib"), verbose=0)
 
     def jmake(n):
-        return _mixed_frame(n)
+        return mixed_frame(n)
 
     jmake = mem.cache(jmake)
     assert make(rows).load().equals(df)

@@ -31,7 +31,7 @@ import xxhash
 from terra.serialize import hash_value, load_value, store_value
 from terra.store import open_store
 
-from ._report import MB, fmt_bytes, fmt_ratio, fmt_time, make_reporter, paired, warm_memory
+from ._report import MB, fmt_bytes, fmt_ratio, fmt_time, make_reporter, mixed_frame, paired, warm_memory
 
 try:
     import joblib
@@ -41,28 +41,12 @@ except ImportError:  # pragma: no cover
 __all__ = ["run"]
 
 
-
-def _frame(n: int):
-    import pandas as pd
-
-    rng = np.random.default_rng(1)
-    words = np.array([f"item-{i:05d}" for i in range(5000)])
-    return pd.DataFrame({
-        "id": np.arange(n, dtype=np.int64),
-        "count": rng.integers(0, 1000, n),
-        "x": rng.random(n),
-        "name": pd.Series(words[rng.integers(0, len(words), n)], dtype="str"),
-        "color": pd.Categorical(rng.choice(["red", "green", "blue", "cyan"], n)),
-        "when": pd.date_range("2020-01-01", periods=n, freq="s"),
-    })
-
-
 def _cases(quick: bool):
     rng = np.random.default_rng(0)
     yield "float64 array 1 MB", rng.random(MB // 8), MB
     yield "float64 array 10 MB", rng.random(10 * MB // 8), 10 * MB
     rows = 200_000 if quick else 1_000_000
-    df = _frame(rows)
+    df = mixed_frame(rows)
     yield f"DataFrame {rows // 1000}k rows mixed", df, int(df.memory_usage(deep=False).sum())
     small = {f"key{i}": (i if i % 3 == 0 else i / 7 if i % 3 == 1 else f"v{i}") for i in range(1000)}
     yield "dict of 1,000 small values", small, 0
