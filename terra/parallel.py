@@ -158,7 +158,10 @@ def _attempt(call: Call, store, scratch: bool) -> Done:
             run_id, _ = _execute_keyed(t, store, call.key, call.args, call.kwargs, call.bound, call.dumped, False,
                                        call.code)
         except Exception as e:  # noqa: BLE001 - recorded by the run path; re-raised by the driver
-            error, tb = _portable(e), traceback.format_exc()
+            # Its text travels; its frames stay here (they would hold this worker's stack and,
+            # in a thread pool, the executor's future through it).
+            tb = traceback.format_exc()
+            error = _portable(e).with_traceback(None)
             if scratch:
                 run_id = _run_of_key(t, store, call.key)
         finally:
@@ -265,7 +268,9 @@ class _Driver:
         self.store, self.cfg = current_store(), get_config()
         self.executor = _executor(executor)
         self.futures: dict[bytes, cf.Future] = {}
-        self.pending: list[cf.Future] = []
+        # Executor futures not answered yet. Answered ones are dropped at once: a Dask future
+        # kept alive is recomputed when its worker dies, and a failed call would run again.
+        self.pending: set[cf.Future] = set()
         self.summaries: list = []
         self.pushed: set[int] = set()
         self._lock = threading.Lock()
@@ -302,7 +307,7 @@ class _Driver:
             f.set_exception(TaskError(f"task {t.name}: the executor refused the call: {type(e).__name__}: {e}"))
             f.exception().__cause__ = e
             return f
-        self.pending.append(ef)
+        self.pending.add(ef)
         ef.add_done_callback(lambda ef: self._finish(call, ef, f))
         return f
 
@@ -325,11 +330,19 @@ class _Driver:
         return self._remote[0]
 
     def _finish(self, call: Call, ef: cf.Future, f: cf.Future) -> None:
+        self.pending.discard(ef)
+        if ef.cancelled():
+            f.cancel()
+            return
         try:
-            if ef.cancelled():
-                f.cancel()
-                return
             done = ef.result()
+        except BaseException as e:  # noqa: BLE001 - the executor's own failure (a worker died, say)
+            f.set_exception(e)
+            return
+        self._settle(call, done, f)
+
+    def _settle(self, call: Call, done: Done, f: cf.Future) -> None:
+        try:
             if done.missing:  # not from this callback's thread: it may be the executor's own
                 threading.Thread(target=self._resend, args=(call, f), daemon=True).start()
                 return
@@ -343,9 +356,11 @@ class _Driver:
                 for s in summaries:
                     notify.run_finished(self.t.notify, s)
             if done.error is not None:
-                e = done.error
-                e.__cause__ = RemoteTraceback(done.traceback or "")
-                raise e
+                done.error.__cause__ = RemoteTraceback(done.traceback or "")
+                # Set, not raised: a traceback made here would hold this callback's whole stack,
+                # the executor's future with it (and Dask recomputes a live future whose worker dies).
+                f.set_exception(done.error)
+                return
             f.set_result(_output(self.store, run_id))
         except BaseException as e:  # noqa: BLE001 - the future carries it
             if not f.done():
@@ -365,13 +380,13 @@ class _Driver:
                     self.pushed.update(todo)
             call = replace(call, inputs_pushed=True)
             ef = self.executor.submit(work, call)
-            self.pending.append(ef)
+            self.pending.add(ef)
             ef.add_done_callback(lambda ef: self._finish(call, ef, f))
         except BaseException as e:  # noqa: BLE001 - the future carries it
             f.set_exception(e)
 
     def cancel(self) -> None:
-        for ef in self.pending:
+        for ef in list(self.pending):
             ef.cancel()
 
 

@@ -103,6 +103,31 @@ def test_a_call_that_cannot_be_sent_fails_alone(store):
     assert len(terra.get_runs()) == 1
 
 
+def test_answered_executor_futures_are_released_at_once(counted):
+    """Nothing keeps an answered call's executor future alive: Dask reruns a live future whose worker dies."""
+    import gc
+    import weakref
+    from concurrent.futures import ThreadPoolExecutor
+
+    double, calls = counted
+    refs = []
+
+    class Watched(Counting):
+        def submit(self, fn, /, *args, **kwargs):
+            ef = super().submit(fn, *args, **kwargs)
+            refs.append(weakref.ref(ef))
+            return ef
+
+    gc.disable()  # only reference counting frees them: no cycle may hold one
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            with pytest.raises(KeyError):
+                double.map([12, 13, 14], executor=Watched(pool))
+        assert len(refs) == 3 and [r() for r in refs] == [None] * 3
+    finally:
+        gc.enable()
+
+
 def test_submit_returns_futures_of_results_and_failures(counted):
     double, calls = counted
     f = double.submit(4)
