@@ -211,8 +211,22 @@ class Store:
         return obj
 
     def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
-        """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
-        return self.read_payloads([oid])[0]
+        """A Blob's or Chunked's header object and its whole payload in a fresh writable array.
+
+        Raises:
+            NotFound: the object or one of its chunks is missing.
+            CorruptObject: stored bytes do not match their id, or the object is not a payload.
+        """
+        oid = self.as_id(oid)
+        with self.backend.reading() as r:
+            jobs: list[_ReadJob] = []
+            got = _plan_payload(r, oid, jobs)
+            _run_reads(jobs)
+            if isinstance(got, _ReadJob):
+                jobs = []
+                got = _finish_whole(r, got, jobs)
+                _run_reads(jobs)
+        return got
 
     def read_payloads(self, oids: Iterable[ObjectId | str]) -> list[tuple[Blob | Chunked, np.ndarray]]:
         """:meth:`read_payload` of several objects, read in one snapshot.
@@ -474,14 +488,16 @@ class _ReadJob:
 
     ``head`` is the encoding before the payload: ``None`` when it is part of
     the compressed frame (a whole object decompressed into ``dest``), else
-    the bytes a chunk's or blob's encoding must start with.
+    the bytes the stored encoding must start with (``checked``: already
+    known to, for a blob whose header was parsed from the stored bytes).
     """
 
-    __slots__ = ("oid", "flag", "body", "head", "dest", "weight")
+    __slots__ = ("oid", "flag", "body", "head", "dest", "weight", "checked")
 
-    def __init__(self, oid, flag, body, head, dest):
+    def __init__(self, oid, flag, body, head, dest, checked=False):
         self.oid, self.flag, self.body, self.head, self.dest = oid, flag, body, head, dest
         self.weight = dest.nbytes * (_ZSTD_WEIGHT if flag == _framing.ZSTD else 1)
+        self.checked = checked
 
     def run(self) -> None:
         import numpy as np
@@ -489,10 +505,16 @@ class _ReadJob:
         h = hasher()
         head, dest, body = self.head, self.dest, self.body
         if self.flag == _framing.RAW:
-            if body.nbytes != len(head) + dest.nbytes or body[: len(head)] != head:
+            n = len(head)
+            if not self.checked and (body.nbytes != n + dest.nbytes or body[:n] != head):
                 raise CorruptObject(f"object {self.oid.hex()} is corrupt: not a payload of {dest.nbytes} bytes")
             h.update(head)
-            _framing.copy_hashed(np.frombuffer(body, np.uint8, offset=len(head)), dest, h)
+            src = np.frombuffer(body, np.uint8, offset=n)
+            if dest.nbytes <= _framing.HASH_WINDOW:
+                dest[...] = src
+                h.update(dest)
+            else:
+                _framing.copy_hashed(src, dest, h)
         elif head is None:
             _framing.decompress_parts(self.oid, body, [dest], h)
         else:
@@ -506,8 +528,6 @@ class _ReadJob:
 
 
 def _run_reads(jobs: list[_ReadJob]) -> None:
-    if not jobs:
-        return
     if len(jobs) < 2 or sum(j.weight for j in jobs) < _PARALLEL_READ_WORK:
         for job in jobs:
             job.run()
@@ -545,9 +565,9 @@ def _plan_payload(reader, oid: ObjectId, jobs: list):
         if isinstance(obj, Blob):
             data = memoryview(obj.data)
             out = np.empty(data.nbytes, np.uint8)
-            head = bytes(body[: body.nbytes - data.nbytes])
+            head = body[: body.nbytes - data.nbytes]
             # The payload is the end of the stored body: the job copies it from there.
-            jobs.append(_ReadJob(oid, flag, body, head, out))
+            jobs.append(_ReadJob(oid, flag, body, head, out, checked=True))
             return Blob(obj.codec, obj.meta, b""), out
         _verify(oid, body)
     return _plan_chunks(reader, oid, obj, jobs)
