@@ -303,6 +303,30 @@ def test_chunked_must_fit_its_chunk_count(store, size, nchunks):
     assert oid.hex() in rep.corrupt and not rep.ok
 
 
+def test_chunked_claiming_more_than_its_chunks_hold_allocates_nothing(store, monkeypatch):
+    """A chunk list claiming 4 GiB of 10-byte chunks is refused from the chunks' stored sizes,
+    before a buffer of the claimed size is asked for."""
+    pairs = split_payload("bytes", {"type": "bytes"}, np.arange(CHUNK_SIZE + 10, dtype=np.uint8))
+    store.put_many(pairs[:-1])
+    small = pairs[1][0]  # the 10-byte tail chunk
+    oid = store.put(Chunked("bytes", {"type": "bytes"}, 1024 * CHUNK_SIZE, (small,) * 1024)).id
+    asked = []
+    real_empty = np.empty
+
+    def empty(n, *a, **kw):
+        asked.append(n)
+        if isinstance(n, int) and n >= 1 << 30:
+            raise MemoryError("the test refuses to allocate this")
+        return real_empty(n, *a, **kw)
+
+    monkeypatch.setattr(np, "empty", empty)
+    with pytest.raises(CorruptObject, match=str(small)):
+        store.read_payload(oid)
+    with pytest.raises(CorruptObject, match=oid.hex()):
+        load_value(store, oid)
+    assert max([n for n in asked if isinstance(n, int)], default=0) < 1 << 30
+
+
 # -- 10.2: bombs and lengths ---------------------------------------------------------------
 
 

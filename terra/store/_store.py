@@ -578,17 +578,25 @@ def _plan_chunks(reader, oid: ObjectId, obj, jobs: list):
 
     if not isinstance(obj, Chunked):
         raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
-    # Every chunk must be present before a buffer of the claimed size is allocated.
+    # Every chunk must be present, and stored at the size its slice needs,
+    # before a buffer of the claimed size is allocated.
     found = []
-    for cid in obj.chunks:
+    for i, cid in enumerate(obj.chunks):
         raw = reader.get(cid)
         if raw is None:
             raise NotFound(f"chunk {cid.hex()} of object {oid.hex()} not found")
-        found.append((cid,) + _framing.split(cid, raw))
+        flag, body = _framing.split(cid, raw)
+        n = min(CHUNK_SIZE, obj.size - i * CHUNK_SIZE)
+        head = chunk_header(n)
+        stored = body.nbytes if flag == _framing.RAW else _framing.content_size(cid, body)
+        if stored != len(head) + n:
+            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {n} bytes "
+                                f"(chunk {i} of object {oid.hex()})")
+        found.append((cid, flag, body, head))
     out = np.empty(obj.size, dtype=np.uint8)
-    for i, (cid, flag, body) in enumerate(found):
+    for i, (cid, flag, body, head) in enumerate(found):
         dest = out[i * CHUNK_SIZE : min((i + 1) * CHUNK_SIZE, obj.size)]
-        jobs.append(_ReadJob(cid, flag, body, chunk_header(dest.nbytes), dest))
+        jobs.append(_ReadJob(cid, flag, body, head, dest))
     return obj, out
 
 
