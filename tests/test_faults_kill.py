@@ -21,7 +21,7 @@ import pytest
 
 import terra
 from _closure import closure
-from _fault_tasks import big
+from _fault_tasks import big, small
 from terra import runs as R
 from terra.objects import ObjectId
 
@@ -101,9 +101,11 @@ def _trials(store, tmp_path, subprocess_env, n: int, seed: int) -> dict:
         before = runs
         report = terra.fsck()
         assert report.ok, str(report)
-        # The next writer: the call the victim was computing, at once (no waiting on its lease).
+        # The next writer: the calls the victim was computing (big or small), at once (no waiting
+        # on its lease).
         t0 = time.monotonic()
         out = big(current)
+        assert small(current) == 3 * current
         figures["next_write_max_s"] = max(figures["next_write_max_s"], time.monotonic() - t0)
         np.testing.assert_array_equal(out.load(), np.random.default_rng(current).random(3_000_000))
         with store.state_refs() as txn:
