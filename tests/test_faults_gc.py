@@ -18,22 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 import terra
+from _closure import closure
 from terra import runs as R
 from terra.errors import TerraError
 from terra.gc import MIN_GRACE
 from terra.io import Artifact
-from terra.objects import Blob, ObjectId, Run, Tree, references
-
-
-def _closure_ok(store, root: ObjectId) -> int:
-    """Verified reads of everything ``root`` reaches; the number of objects."""
-    seen, stack = set(), [root]
-    while stack:
-        oid = stack.pop()
-        if oid not in seen:
-            seen.add(oid)
-            stack.extend(references(store.get(oid)))
-    return len(seen)
+from terra.objects import Blob, ObjectId, Run, Tree
 
 
 def _damaged_runs(store) -> list[int]:
@@ -45,7 +35,7 @@ def _damaged_runs(store) -> list[int]:
         if not ref.get("record"):
             continue
         try:
-            _closure_ok(store, ObjectId(ref["record"]))
+            closure(store, ObjectId(ref["record"]))
         except TerraError:
             bad.append(rid)
     return bad

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import terra
+from _closure import closure
 from _fault_tasks import big, small
 from terra import runs as R
-from terra.objects import ObjectId, references
+from terra.objects import ObjectId
 
 VICTIM = r'''
 import os, sys, time
@@ -50,15 +51,6 @@ while True:
 '''
 
 
-def _resolve(store, root: ObjectId) -> None:
-    seen, stack = set(), [root]
-    while stack:
-        oid = stack.pop()
-        if oid not in seen:
-            seen.add(oid)
-            stack.extend(references(store.get(oid)))
-
-
 def _check_no_partial_state(store) -> tuple[int, int]:
     """Every committed run and raw ref resolves; runs without a record are interrupted.
 
@@ -73,7 +65,7 @@ def _check_no_partial_state(store) -> tuple[int, int]:
     committed = {rid for rid, ref in refs if ref.get("record")}
     for rid, ref in refs:
         if ref.get("record"):
-            _resolve(store, ObjectId(ref["record"]))
+            closure(store, ObjectId(ref["record"]))
         else:
             assert R.live_status(ref, ref) == "interrupted", (rid, ref)
             cut += 1
