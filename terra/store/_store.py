@@ -476,8 +476,9 @@ def _own(enc: memoryview, data: memoryview) -> np.ndarray:
 _ZSTD_WEIGHT = 8
 # Below this much weighed work a helper thread's hand-off and GIL handovers
 # cost more than the second core saves (a 10 MB raw hit + load measured
-# 1.7-3.5 ms serial vs 1.9-10 ms threaded on a busy 2-core machine); two
-# compressed chunks (~3 ms each) are worth it.
+# 1.7-3.5 ms serial vs 1.9-10 ms threaded on a busy 2-core machine, and the
+# copy of a 10 MB load is bound by memory, not by one core); two compressed
+# chunks (~3.5 ms each) are worth a helper.
 _PARALLEL_READ_WORK = 6 * CHUNK_SIZE
 # Compressed objects up to this size are decompressed and decoded at once.
 _SMALL_ZSTD = 64 << 10
@@ -488,8 +489,8 @@ class _ReadJob:
 
     ``head`` is the encoding before the payload: ``None`` when it is part of
     the compressed frame (a whole object decompressed into ``dest``), else
-    the bytes the stored encoding must start with (``checked``: already
-    known to, for a blob whose header was parsed from the stored bytes).
+    the bytes the stored encoding must start with. ``checked`` says the
+    stored bytes are known to start with it (a blob's header parsed from them).
     """
 
     __slots__ = ("oid", "flag", "body", "head", "dest", "weight", "checked")
