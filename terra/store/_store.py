@@ -511,11 +511,7 @@ class _ReadJob:
                 raise CorruptObject(f"object {self.oid.hex()} is corrupt: not a payload of {dest.nbytes} bytes")
             h.update(head)
             src = np.frombuffer(body, np.uint8, offset=n)
-            if dest.nbytes <= _framing.HASH_WINDOW:
-                dest[...] = src
-                h.update(dest)
-            else:
-                _framing.copy_hashed(src, dest, h)
+            _framing.copy_hashed(src, dest, h)
         elif head is None:
             _framing.decompress_parts(self.oid, body, [dest], h)
         else:
