@@ -204,10 +204,10 @@ def test_frame_buffers_are_read_in_one_batch(store, monkeypatch):
     batches = []
     real = type(store).read_payloads
 
-    def counting(self, oids):
+    def counting(self, oids, check=None):
         oids = list(oids)
         batches.append(len(oids))
-        return real(self, oids)
+        return real(self, oids, check)
 
     monkeypatch.setattr(type(store), "read_payloads", counting)
     back = load_value(store, oid)

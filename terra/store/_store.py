@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
@@ -228,27 +229,38 @@ class Store:
                 _run_reads(jobs)
         return got
 
-    def read_payloads(self, oids: Iterable[ObjectId | str]) -> list[tuple[Blob | Chunked, np.ndarray]]:
+    def read_payloads(self, oids: Iterable[ObjectId | str],
+                      check: Callable[[int, Blob | Chunked, int], None] | None = None,
+                      ) -> list[tuple[Blob | Chunked, np.ndarray]]:
         """:meth:`read_payload` of several objects, read in one snapshot.
 
         Each payload is copied (or decompressed) out of the store into a fresh
-        array and hashed window by window as it lands there: the bytes checked
-        against the id are the bytes the caller gets. With enough work (large
-        or compressed payloads) the pieces of all the payloads are spread over
-        the shared pool, so a DataFrame's columns decompress on every core.
+        array and hashed as it lands there: the bytes checked against the id
+        are the bytes the caller gets. With enough work (large or compressed
+        payloads) the pieces of all the payloads are spread over the shared
+        pool, so a DataFrame's columns decompress on every core.
+
+        Args:
+            oids: the payloads' ids.
+            check: called as ``check(i, header, nbytes)`` once the ``i``-th
+                payload's header is read, before its buffer is allocated;
+                it raises to refuse the payload (a reader that knows what it
+                needs refuses a crafted size without allocating it).
 
         Raises:
             NotFound: an object or one of its chunks is missing.
             CorruptObject: stored bytes do not match their id, or an object is not a payload.
         """
         oids = [self.as_id(o) for o in oids]
+        checks = [None] * len(oids) if check is None else [functools.partial(check, i) for i in range(len(oids))]
         with self.backend.reading() as r:
             jobs: list[_ReadJob] = []
-            plans = [_plan_payload(r, oid, jobs) for oid in oids]
+            plans = [_plan_payload(r, oid, jobs, c) for oid, c in zip(oids, checks)]
             _run_reads(jobs)
             # Large compressed objects were only known to be payloads once decompressed.
             late: list[_ReadJob] = []
-            plans = [p if not isinstance(p, _ReadJob) else _finish_whole(r, p, late) for p in plans]
+            plans = [p if not isinstance(p, _ReadJob) else _finish_whole(r, p, late, c)
+                     for p, c in zip(plans, checks)]
             _run_reads(late)
         return plans
 
@@ -533,9 +545,12 @@ def _run_reads(jobs: list[_ReadJob]) -> None:
     run_all(_ReadJob.run, [(j,) for j in jobs])
 
 
-def _plan_payload(reader, oid: ObjectId, jobs: list):
+def _plan_payload(reader, oid: ObjectId, jobs: list, check=None):
     """``(header, array)`` of payload ``oid`` with the array's reads appended to ``jobs``,
-    or a job decompressing the whole object when only its bytes can tell what it is."""
+    or a job decompressing the whole object when only its bytes can tell what it is.
+
+    ``check(header, nbytes)`` runs before a payload's buffer is allocated.
+    """
     import numpy as np
 
     raw = reader.get(oid)
@@ -554,27 +569,34 @@ def _plan_payload(reader, oid: ObjectId, jobs: list):
         _verify(oid, enc)
         obj = _decode(oid, enc)
         if isinstance(obj, Blob):
-            return Blob(obj.codec, obj.meta, b""), np.frombuffer(obj.data, np.uint8).copy()
+            head = Blob(obj.codec, obj.meta, b"")
+            if check is not None:
+                check(head, memoryview(obj.data).nbytes)
+            return head, np.frombuffer(obj.data, np.uint8).copy()
     else:
         # The header is parsed before the bytes are verified (the payload is
         # verified as it is copied): a damaged header fails that check.
         obj = _decode(oid, body)
         if isinstance(obj, Blob):
             data = memoryview(obj.data)
+            head = Blob(obj.codec, obj.meta, b"")
+            if check is not None:
+                check(head, data.nbytes)
             out = np.empty(data.nbytes, np.uint8)
-            head = body[: body.nbytes - data.nbytes]
             # The payload is the end of the stored body: the job copies it from there.
-            jobs.append(_ReadJob(oid, flag, body, head, out, checked=True))
-            return Blob(obj.codec, obj.meta, b""), out
+            jobs.append(_ReadJob(oid, flag, body, body[: body.nbytes - data.nbytes], out, checked=True))
+            return head, out
         _verify(oid, body)
-    return _plan_chunks(reader, oid, obj, jobs)
+    return _plan_chunks(reader, oid, obj, jobs, check)
 
 
-def _plan_chunks(reader, oid: ObjectId, obj, jobs: list):
+def _plan_chunks(reader, oid: ObjectId, obj, jobs: list, check=None):
     import numpy as np
 
     if not isinstance(obj, Chunked):
         raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
+    if check is not None:
+        check(obj, obj.size)
     # Every chunk must be present, and stored at the size its slice needs,
     # before a buffer of the claimed size is allocated.
     found = []
@@ -597,9 +619,13 @@ def _plan_chunks(reader, oid: ObjectId, obj, jobs: list):
     return obj, out
 
 
-def _finish_whole(reader, job: _ReadJob, late: list):
+def _finish_whole(reader, job: _ReadJob, late: list, check=None):
     """The header and payload of an object ``job`` decompressed (and verified) whole."""
     obj = _decode(job.oid, job.dest)
     if isinstance(obj, Blob):
-        return Blob(obj.codec, obj.meta, b""), _own(memoryview(job.dest), memoryview(obj.data))
-    return _plan_chunks(reader, job.oid, obj, late)
+        head = Blob(obj.codec, obj.meta, b"")
+        data = memoryview(obj.data)
+        if check is not None:
+            check(head, data.nbytes)
+        return head, _own(memoryview(job.dest), data)
+    return _plan_chunks(reader, job.oid, obj, late, check)

@@ -475,19 +475,24 @@ def _buffers(dec, wanted: list) -> list:
     """The stored Arrow buffers ``wanted`` as ``(id, exact size or None, owner)``, read in one batch.
 
     One batch lets the store read (and decompress) every column's buffers on
-    all cores at once. Each is checked to hold exactly its size.
+    all cores at once. Each is checked to hold exactly its size before its
+    memory is allocated.
     """
     import pyarrow as pa
 
     for oid, _size, owner in wanted:
         if type(oid) is not ObjectId:
             raise _corrupt(owner, f"buffer entry {oid!r} is not an object id")
-    out = []
-    for (oid, size, owner), (blob, data) in zip(wanted, dec.store.read_payloads([w[0] for w in wanted])):
+
+    def check(i, blob, nbytes):
+        oid, size, owner = wanted[i]
         if blob.codec != "arrow.buffer":
             raise _corrupt(owner, f"buffer {oid.hex()} has codec {blob.codec!r}")
-        if size is not None and data.nbytes != size:
-            raise _corrupt(owner, f"buffer {oid.hex()} has {data.nbytes} bytes, the array needs {size}")
+        if size is not None and nbytes != size:
+            raise _corrupt(owner, f"buffer {oid.hex()} has {nbytes} bytes, the array needs {size}")
+
+    out = []
+    for _blob, data in dec.store.read_payloads([w[0] for w in wanted], check):
         if data.ctypes.data % 8:
             data = data.copy()  # Arrow (and the numpy views to_pandas makes) want aligned memory
         out.append(pa.py_buffer(data))
