@@ -10,7 +10,9 @@ and what runs in progress hold: the artifacts they were given (``holds`` in
 their ref) and every id they have written or are about to write
 (``hold/<run><id>`` keys, put in the short-lived state by
 :meth:`Store.holding` *before* the bytes are written). A run's holds stay
-until its record is committed.
+until its record is committed. A pull holds what it fetches or finds here the
+same way, under the first run id it reserves, until its records are committed
+(``terra.remote.pull``).
 
 Runs do not depend on the grace period. The sweep runs in write
 transactions, which serialize with a run's commit; inside each one it reads
