@@ -18,7 +18,7 @@ import time
 from . import runs as R
 from .store import Store, hold_key
 
-__all__ = ["begin", "committed_counter", "end", "leases", "wait"]
+__all__ = ["begin", "committed_counter", "drop_dead", "end", "leases", "wait"]
 
 
 def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: int, holds=()):
@@ -146,3 +146,23 @@ def _renew(txn, key: bytes, run_id: int, seconds: float) -> None:
 
 
 leases = _Leases()
+
+
+def drop_dead(store: Store, key: bytes) -> bool:
+    """Drop the lease on ``key`` if its holder is a process of this host that is gone.
+
+    For a driver told by its executor that a worker died: the dead run's lease goes now,
+    not when the next identical call takes it over (its running ref stays, and reads as
+    interrupted, as after a takeover). Returns whether a lease was dropped.
+    """
+    def fn(txn):
+        raw = txn.get(R.k_lease(key))
+        if raw is None:
+            return False
+        info = R.unpack(raw)
+        if info.get("host") != R.HOST or R.alive(info.get("host"), info.get("pid")):
+            return False
+        txn.delete(R.k_lease(key))
+        return True
+
+    return store.update_state(fn)

@@ -337,9 +337,19 @@ class _Driver:
         try:
             done = ef.result()
         except BaseException as e:  # noqa: BLE001 - the executor's own failure (a worker died, say)
+            self._dead_lease(call)
             f.set_exception(e)
             return
         self._settle(call, done, f)
+
+    def _dead_lease(self, call: Call) -> None:
+        """A call that failed in the executor: drop its lease if a dead process of this host holds it."""
+        from .leases import drop_dead
+
+        try:
+            drop_dead(self.store, call.key)
+        except Exception:  # noqa: BLE001 - the call's own failure is what its future reports
+            pass
 
     def _settle(self, call: Call, done: Done, f: cf.Future) -> None:
         try:
