@@ -267,6 +267,8 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
     # writer keeps its old children even if the writer skipped re-storing them.
     recent = {oid for oid, _, t in listing if t >= cutoff and oid not in live}
     kept, _ = reachable(store, recent, progress, marked=set(live))
+    with store.state_refs() as state:  # a hold names what a writer is about to write: its absence is no damage
+        missing -= {ObjectId(k[-16:]) for k, _ in _holds(state)}
     stats.missing = len(missing)
     doomed: list[ObjectId] = []
     for oid, size, t in listing:

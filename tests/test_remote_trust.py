@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
-import uuid
 
 import numpy as np
 import pytest
@@ -178,3 +174,40 @@ def test_gc_racing_pulls_never_deletes_a_pulled_object(tmp_path, python, subproc
     assert got["lost"] == [], got["lost"][:3]
     assert got["fsck"].ok, str(got["fsck"])
     assert got["loaded"] == 12 * 8 * 3 and got["passes"] > 0 and got["deleted"] > 0  # gc did run and collect
+
+
+def test_fsck_cannot_confirm_what_an_unreachable_remote_holds(tmp_path, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                     "AWS_ALLOW_HTTP": "true"}.items():
+            monkeypatch.setenv(k, v)
+        url = _bucket({"AWS_ENDPOINT_URL": f"http://{host}:{port}"})
+        terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
+        ns: dict = {}
+        exec(PIPE, ns)
+        ns["run"](n=200_000)
+        push(all=True, remote=url)
+        terra.configure(storage_dir=str(tmp_path / "B"), quiet=True)
+        add_remote("team", url)
+        n = pull(all=True, records_only=True).objects_left
+        assert terra.fsck().remote_only == {"team": n}
+    finally:
+        server.stop()
+    rep = terra.fsck()  # the remote is gone: what it holds cannot be confirmed, nor called lost
+    assert not rep.ok and rep.missing == [] and rep.affected_runs == {} and rep.remote_only == {}
+    assert any(f"could not reach remote team to confirm {n} object(s)" in p for p in rep.remote_problems), str(rep)
+    assert terra.fsck(check_remotes=False).ok
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("trial", range(10))
+def test_soak_gc_racing_pulls(trial, tmp_path, python, subprocess_env):
+    """The race above, longer (``python -m pytest -m soak tests/test_remote_trust.py``)."""
+    got = race_pulls_with_gc(tmp_path, python, subprocess_env, cycles=40)
+    assert got["lost"] == [] and got["fsck"].ok, (got["lost"][:3], str(got["fsck"]))
