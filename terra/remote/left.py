@@ -64,7 +64,7 @@ def on_remote(url: str, oids) -> set[bytes]:
         RemoteError: the remote cannot be reached.
     """
     from . import layout as L
-    from .client import _parallel, client
+    from .client import client
 
     cl = client(url)
     want = {bytes(o) for o in oids}
@@ -77,7 +77,7 @@ def on_remote(url: str, oids) -> set[bytes]:
             if o is not None and bytes(o) in want:
                 found.add(bytes(o))
 
-    _parallel(cl.list, dirs, sink)
+    cl.list_each(dirs, sink)
     return found
 
 
