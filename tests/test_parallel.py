@@ -389,6 +389,23 @@ def test_a_dying_worker_on_a_process_pool(store):
         assert c.n == 4 - sum(s == "success" for s in status.values())  # only what was missing ran
 
 
+def test_a_dying_worker_breaks_the_pool_and_no_lease_stays(store, tmp_path):
+    """The pool terminates the other worker too, after it reports both calls failed: both leases go."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from _parallel_tasks import die_beside
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        with pytest.raises(BrokenProcessPool):
+            die_beside.map([3, 4], [str(marks)] * 2, executor=pool)
+    assert os.listdir(marks) == ["4"]  # the other call was running when the pool broke
+    assert sorted(terra.get_runs(task=die_beside)["status"]) == ["interrupted", "interrupted"]
+    with store.state_refs() as txn:
+        assert [R.unpack(v)["run_id"] for _, v in txn.scan(b"lease/")] == []
+
+
 def test_worker_finds_the_store_at_its_own_configured_path(tmp_path):
     """The driver's path is not there (another mount point), but the worker's own storage dir is the same store."""
     from terra.parallel import Call
