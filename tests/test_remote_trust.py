@@ -203,6 +203,13 @@ def test_fsck_cannot_confirm_what_an_unreachable_remote_holds(tmp_path, monkeypa
     assert not rep.ok and rep.missing == [] and rep.affected_runs == {} and rep.remote_only == {}
     assert any(f"could not reach remote team to confirm {n} object(s)" in p for p in rep.remote_problems), str(rep)
     assert terra.fsck(check_remotes=False).ok
+    from click.testing import CliRunner
+
+    from terra.cli import cli
+
+    assert CliRunner().invoke(cli, ["fsck"]).exit_code == 1
+    offline = CliRunner().invoke(cli, ["fsck", "--offline"])
+    assert offline.exit_code == 0, offline.output
 
 
 @pytest.mark.soak
