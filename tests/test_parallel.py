@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent import futures
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -398,6 +399,10 @@ def test_a_dying_worker_breaks_the_pool_and_no_lease_stays(store, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        # Both workers started first: CPython 3.11 spawns them on demand and its manager thread
+        # can be waiting on the sentinels it had before the second one came up, then misses that
+        # worker's death until another result arrives (here: the other call, 60 s later).
+        futures.wait([pool.submit(time.sleep, 0.3) for _ in range(2)])
         with pytest.raises(BrokenProcessPool):
             die_beside.map([3, 4], [str(marks)] * 2, executor=pool)
     assert os.listdir(marks) == ["4"]  # the other call was running when the pool broke
