@@ -51,7 +51,17 @@ def _version_of(package: str) -> str | None:
         return None
 
 
+_dirs: dict[str, str] = {}
+
+
 def _source_dir(fn) -> str:
     mod = sys.modules.get(getattr(fn, "__module__", "") or "")
     f = getattr(mod, "__file__", None)
-    return os.path.dirname(os.path.abspath(f)) if f else os.getcwd()
+    if not f:
+        return os.getcwd()
+    d = _dirs.get(f)
+    if d is None:
+        d = os.path.dirname(os.path.abspath(f))
+        if os.path.isabs(f) and len(_dirs) < 1024:  # a relative one depends on the working directory
+            _dirs[f] = d
+    return d

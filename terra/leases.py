@@ -16,6 +16,7 @@ import threading
 import time
 
 from . import runs as R
+from .errors import CorruptRef
 from .store import Store, hold_key
 
 __all__ = ["begin", "committed_counter", "end", "leases", "wait"]
@@ -53,7 +54,18 @@ def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: 
 
 
 def committed_counter(store: Store) -> int:
-    """The highest run id ever committed durably (the short-lived counter may have been reset)."""
+    """The highest run id ever committed durably (the short-lived counter may have been reset).
+
+    Every durable commit of run entries keeps ``counter/committed`` at least as
+    high as they are (``terra fsck`` repairs it if not), so one verified get
+    answers; a lost or damaged counter falls back to the run entries.
+    """
+    try:
+        raw = store.get_ref(R.K_COMMITTED)
+    except CorruptRef:
+        raw = None
+    if raw is not None and len(raw) == 8:
+        return int.from_bytes(raw, "big")
     with store.refs() as txn:
         return R.committed(txn)
 

@@ -30,7 +30,7 @@ from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
-from .objects import ObjectId, Run, Tree, is_inline, object_id
+from .objects import ObjectId, Run, Tree, digest, encode, is_inline
 from .session import current_store
 from .store import Store
 
@@ -712,11 +712,11 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         if exc is None or isinstance(exc, SerializationError):
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failure"
             exc, output, error = e, None, _error_info(e)
-    inputs_id = object_id(inputs_tree)
-    fields["inputs"] = inputs_id
+    inputs = _identified(inputs_tree)
+    fields["inputs"] = inputs[0]
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
-    record = Run(fields)
-    rec_id = object_id(record)
+    rec = _identified(Run(fields))
+    rec_id = rec[0]
     edges = [(a.run_id, bytes(a.__terra_ref__)) for a in arts if a.run_id is not None]
     view = R.output_view(store, output, run_id) if status == "success" else None
     produced: list = []
@@ -725,7 +725,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if isinstance(output, ObjectId):
         produced_ids.add(bytes(output))
     try:
-        store.commit([(inputs_id, inputs_tree), (rec_id, record)],
+        store.commit([inputs, rec],
                      lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
     finally:
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
@@ -739,6 +739,12 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     return run_id, view
 
 
+def _identified(obj) -> tuple:
+    """``(id, obj, encoding)``: the encoding is made once, for the id and for the commit."""
+    enc = encode(obj)
+    return digest(enc if enc[1] is not None else enc[:1]), obj, enc
+
+
 def _environment(fn) -> dict:
     from .environment import environment  # platform, subprocess, git: loaded by the first miss
 
@@ -747,7 +753,10 @@ def _environment(fn) -> dict:
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
     status = fields["status"]
-    committed = R.committed(txn)  # before this run's entry, which it also looks at
+    # Keep counter/committed >= every durable run entry (committed_counter trusts it): read
+    # before this run's entry; a lost or damaged counter is rebuilt from the run entries.
+    raw = R.get_or_damaged(txn, R.K_COMMITTED)
+    committed = int.from_bytes(raw, "big") if raw is not None and len(raw) == 8 else R.committed(txn)
     ref = {"status": status, "task": t.name, "identity": t.identity, "start_time": fields["start_time"],
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))

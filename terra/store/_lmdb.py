@@ -278,8 +278,10 @@ class LMDBBackend(Backend):
         if self._readonly:
             raise StoreError(f"store {self.path} is open read-only")
         while True:
-            with self._locked() as e:
-                size = e.env.info()["map_size"]
+            e = self._env()
+            with e.lock:
+                if e.closed:  # another handle closed it meanwhile: reopen
+                    continue
                 try:
                     with e.env.begin(write=True, buffers=True) as txn:
                         result = fn(e, txn)
@@ -287,7 +289,8 @@ class LMDBBackend(Backend):
                         e.env.sync(True)
                     return result
                 except lmdb.MapFullError:
-                    self._grow(e, size, need)
+                    # The size that was full: only this process resizes its map, under e.lock, held here.
+                    self._grow(e, e.env.info()["map_size"], need)
                 except lmdb.MapResizedError:
                     self._adopt_size(e)
                 except lmdb.ReadonlyError as exc:
