@@ -668,9 +668,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if not t.cache:
         fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
-    from .capture import Capture  # logging: loaded by the first miss, not by import
-
-    capture = Capture()
+    m = _miss_modules()
+    capture = m.Capture()
     inputs_tree = Tree("inputs", ())
     try:
         # Inputs are stored before the call: a function that mutates its
@@ -699,15 +698,11 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
                     exc.__cause__ = e
                     error = _error_info(exc)
             if capture.text:
-                from .serialize import store_value
-
-                fields["log"] = store_value(store, capture.text)
+                fields["log"] = m.store_value(store, capture.text)
             if run_dir is not None:
-                from .serialize import store_path
-
                 fields["has_run_dir"] = True
                 if os.listdir(run_dir):
-                    fields["run_dir_tree"] = store_path(store, run_dir)
+                    fields["run_dir_tree"] = m.store_path(store, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded as the run's failure, then raised
         if exc is None or isinstance(exc, SerializationError):
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failure"
@@ -731,9 +726,7 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
         leases.release(store, key, run_id)
         store.update_state(lambda txn: end(txn, t, run_id, key))
-    from .notify import RunSummary, run_finished
-
-    run_finished(t.notify, RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
+    m.run_finished(t.notify, m.RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
     if exc is not None:
         raise exc
     return run_id, view
@@ -746,9 +739,28 @@ def _identified(obj) -> tuple:
 
 
 def _environment(fn) -> dict:
-    from .environment import environment  # platform, subprocess, git: loaded by the first miss
+    return _miss_modules().environment(fn)
 
-    return environment(fn)
+
+_miss = None
+
+
+def _miss_modules():
+    """What a miss needs beyond the hit path, imported by the first miss, not by ``import terra``.
+
+    Output capture (logging), the environment (platform, git), notifications
+    and value storage; kept here so later misses pay no import statement.
+    """
+    global _miss
+    if _miss is None:
+        from .capture import Capture
+        from .environment import environment
+        from .notify import RunSummary, run_finished
+        from .serialize import store_path, store_value
+
+        _miss = types.SimpleNamespace(Capture=Capture, environment=environment, RunSummary=RunSummary,
+                                      run_finished=run_finished, store_path=store_path, store_value=store_value)
+    return _miss
 
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
@@ -791,8 +803,7 @@ def _inputs_tree(store: Store, t: Task, dumped: dict) -> Tree:
     ``var_positional``/``var_keyword``; ``files`` maps each file input's place
     (``data``, ``args[0]``, ``kwargs['x']``) to its path.
     """
-    from .serialize import store_value
-
+    store_value = _miss_modules().store_value
     meta: dict[str, Any] = {}
     files: dict[str, str] = {}
 

@@ -289,6 +289,7 @@ class Run:
 
 
 Object = Blob | Chunk | Chunked | Tree | Run
+_WITH_PAYLOAD = frozenset({Blob, Chunk})
 _KINDS = {"blob": Blob, "chunk": Chunk, "chunked": Chunked, "tree": Tree, "run": Run}
 
 
@@ -296,7 +297,7 @@ def encode(obj: Object) -> tuple[bytes, bytes | memoryview | None]:
     """Canonical encoding of ``obj`` as ``(header, payload)``; payload may be None."""
     out = bytearray()
     fields = obj._fields()
-    payload = getattr(obj, "data", None)
+    payload = obj.data if type(obj) in _WITH_PAYLOAD else None
     out += _array_header(1 + len(fields) + (payload is not None))
     _pack_into(out, obj.kind)
     for f in fields:
