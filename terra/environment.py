@@ -9,6 +9,7 @@ import sys
 
 from . import runs as R
 from .gitinfo import git_info
+from .store import process_id
 
 __all__ = ["environment"]
 
@@ -33,7 +34,7 @@ def environment(fn) -> dict:
                          "numpy": numpy.__version__, "pandas": _version_of("pandas")},
         }
     env = dict(_static_env)
-    env["pid"] = os.getpid()
+    env["pid"] = process_id()
     env["git"] = git_info(_source_dir(fn))
     return env
 

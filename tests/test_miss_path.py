@@ -165,3 +165,31 @@ def test_lost_committed_counter_never_reuses_run_ids(store):
     assert rid == 4 and out == 11 and calls == [0, 1, 2, 10]
     assert [terra.get_run(r)["output"] for r in (1, 2, 3)] == [1, 2, 3]  # none overwritten
     assert store.get_ref(R.K_COMMITTED) == R.rid8(4)  # and the counter is back
+
+
+def test_forked_child_runs_as_itself(store):
+    """The pid a run records and its store environment are the child's own after fork()."""
+    from terra.store import process_id
+
+    @terra.task
+    def whoami(i):
+        return os.getpid()
+
+    whoami(0)  # the parent has its environment open and its pid cached
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            rid, out = whoami(1, return_run_id=True)
+            ok = process_id() == os.getpid() == out == terra.get_run(rid)["pid"]
+            ok = ok and current_store().backend._env().pid == os.getpid()
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    assert os.read(r, 1) == b"1"
+    os.close(r)
+    assert process_id() == os.getpid()
+    rid, out = whoami(2, return_run_id=True)
+    assert out == os.getpid() and terra.get_run(rid)["pid"] == os.getpid()

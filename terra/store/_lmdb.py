@@ -27,7 +27,7 @@ import lmdb
 from ..errors import StoreError
 from . import _framing
 from ._disk import check_local_filesystem, disk_full
-from ._env import Env, close_env, registered, shared_env
+from ._env import Env, close_env, process_id, registered, shared_env
 from ._state import MergedRefs, boot_id, reset_if_rebooted
 from .base import Backend
 
@@ -199,7 +199,7 @@ class LMDBBackend(Backend):
 
     def _env(self) -> Env:
         e = self._last
-        if e is None or e.closed or e.pid != os.getpid() or registered(self.path) is not e:
+        if e is None or e.closed or e.pid != process_id() or registered(self.path) is not e:
             e = self._last = shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
 
