@@ -80,6 +80,16 @@ class _Handler(logging.Handler):
 
 
 _handler: _Handler | None = None
+# The router last made for stdout and for stderr, reused while the stream it wraps is the
+# same: an io object costs microseconds to make and, when dropped, flushes as it closes.
+_routers: list = [None, None]
+
+
+def _router(i: int, stream) -> _Router:
+    r = _routers[i]
+    if r is None or r._inner is not stream:
+        r = _routers[i] = _Router(stream)
+    return r
 # The sinks of each thread with captures active, for log records (which name their thread).
 _by_thread: dict[int, tuple] = {}
 
@@ -101,7 +111,7 @@ class Capture:
         with _lock:
             if _active == 0:
                 _saved = (sys.stdout, sys.stderr)
-                sys.stdout, sys.stderr = _Router(sys.stdout), _Router(sys.stderr)
+                sys.stdout, sys.stderr = _router(0, sys.stdout), _router(1, sys.stderr)
                 if _handler is None:
                     _handler = _Handler()
                 logging.getLogger().addHandler(_handler)
