@@ -77,6 +77,9 @@ def _head_commit(gd: str) -> str | None:
     return commit
 
 
+_PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
+
+
 def _read_head(gd: str, consulted: list | None = None) -> str | None:
     """The commit HEAD names; ``consulted`` gets the path of every file read or looked for."""
     seen = consulted if consulted is not None else []
@@ -89,7 +92,10 @@ def _read_head(gd: str, consulted: list | None = None) -> str | None:
     if not head.startswith("ref:"):
         return head or None
     ref = head[4:].strip()
-    for base in (gd, _common_dir(gd)):
+    common = _common_dir(gd)
+    # A worktree's own git dir holds only its per-worktree refs; branches (and packed-refs) are shared.
+    bases = (gd, common) if gd != common and ref.startswith(_PER_WORKTREE) else (common,)
+    for base in bases:
         seen.append(os.path.join(base, ref))
         try:
             with open(os.path.join(base, ref)) as f:
