@@ -199,7 +199,9 @@ class LMDBBackend(Backend):
 
     def _env(self) -> Env:
         e = self._last
-        if e is None or e.closed or e.pid != process_id() or registered(self.path) is not e:
+        # An environment leaves the registry only by close_env (which marks it closed) or by
+        # a fork (its pid differs): these two checks cover it, without the registry's lock.
+        if e is None or e.closed or e.pid != process_id():
             e = self._last = shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
 
