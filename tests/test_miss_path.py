@@ -193,3 +193,37 @@ def test_forked_child_runs_as_itself(store):
     assert process_id() == os.getpid()
     rid, out = whoami(2, return_run_id=True)
     assert out == os.getpid() and terra.get_run(rid)["pid"] == os.getpid()
+
+
+# -- the data file kept ahead of LMDB's pages ---------------------------------------------------
+
+
+def test_data_file_runs_ahead_with_zeros_and_every_process_reads_the_store(store, subprocess_env):
+    """Commits write inside the file (no new file size to journal); the room past LMDB's pages is zeros."""
+    import sys
+
+    @terra.task
+    def inc(i):
+        return i + 1
+
+    for i in range(40):
+        inc(i)
+    info = store.backend.info()
+    used = (info["last_pgno"] + 1) * info["psize"]
+    data = os.path.join(store.backend.path, "data.mdb")
+    size = os.path.getsize(data)
+    assert size >= used + (256 << 10)
+    with open(data, "rb") as f:
+        f.seek(used)
+        assert f.read() == bytes(size - used)  # never anything LMDB would read
+    script = f"""
+import terra
+terra.configure(storage_dir={os.path.dirname(store.backend.path)!r}, quiet=True)
+from terra import get_runs, out
+runs = get_runs()
+assert len(runs) == 40 and sorted(out(r) for r in runs.run_id) == list(range(1, 41)), runs
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", script], env=subprocess_env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "ok", r.stderr

@@ -36,6 +36,8 @@ class Env:
         # not be resized while one is, or its zero-copy buffers would dangle.
         self.open_readers = 0
         self._scratch = None
+        # End of data.mdb as last seen by this process (see _lmdb's _keep_ahead).
+        self.file_end = 0
         try:
             self.env = _open_lmdb(
                 path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
@@ -57,6 +59,7 @@ class Env:
         except lmdb.Error as e:
             self.env.close()
             raise StoreError(f"cannot open store {path}: {e}") from e
+        self.psize = self.env.stat()["psize"]
 
     def scratch(self, n: int):
         """A reused buffer of ``n`` bytes (call under ``lock``), or None if too large to keep."""
