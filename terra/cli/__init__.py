@@ -16,8 +16,8 @@ read the store without importing pandas.
 The commands live in modules by concern: :mod:`.lookup` (ls, show, log, inp,
 out), :mod:`.cat`, :mod:`.lineage` (lineage, why), :mod:`.retention` (rm, tag,
 untag, tags), :mod:`.maintenance` (gc, fsck, du), :mod:`.services` (ui,
-notify); ``remote``, ``push``, ``pull`` and ``clone`` come from
-:mod:`terra.remote.cli`. Each imports what is heavy inside its function, so
+notify), :mod:`.remote` (remote, push, pull, clone). Each imports what is
+heavy inside its function, so
 ``terra --help`` stays fast.
 """
 
@@ -31,9 +31,8 @@ import click
 import terra
 
 from ..errors import NotFound, TerraError
-from ..remote.cli import register as _register_remote  # remote, push, pull, clone
+from .remote import register as _register_remote  # remote, push, pull, clone
 from . import cat, lineage, lookup, maintenance, retention, services
-from ._common import progress as _progress  # noqa: F401 - terra.remote.cli draws its bars with it
 
 __all__ = ["cli", "main"]
 

@@ -55,10 +55,12 @@ def gc_cmd(dry_run, grace, do_compact, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--repair", is_flag=True, help="Rebuild damaged indexes from the run records (never deletes "
               "a record or object); reports each change.")
-def fsck_cmd(as_json, repair):
+@click.option("--offline", is_flag=True, help="Do not ask remotes whether they still hold the objects a "
+              "records-only pull left there; trust the store's records of its pulls.")
+def fsck_cmd(as_json, repair, offline):
     """Verify every object, reference and index; exit 1 if anything is damaged."""
     with progress() as cb:
-        report = terra.fsck(progress=cb, repair=repair)
+        report = terra.fsck(progress=cb, repair=repair, check_remotes=not offline)
     if as_json:
         print_json({**dataclasses.asdict(report), "ok": report.ok})
     else:
