@@ -54,28 +54,50 @@ class _Router(io.TextIOBase):
 
 
 class _Handler(logging.Handler):
-    """Copies log records of one thread into its capture, unless a handler already prints them."""
+    """Copies each log record into the captures of the thread that made it, unless a handler already prints it.
 
-    def __init__(self, capture: "Capture"):
+    One instance is installed on the root logger while any capture is active
+    (a handler per capture cost a lock, a weak reference and a formatter per run).
+    """
+
+    def __init__(self):
         super().__init__(logging.NOTSET)
-        self._capture = capture
         self.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self._capture.thread:
+        sinks = _by_thread.get(record.thread)
+        if not sinks:
             return
         for h in logging.getLogger().handlers:  # a StreamHandler on our router is captured already
             if isinstance(h, logging.StreamHandler) and isinstance(getattr(h, "stream", None), _Router):
                 return
         try:
-            text = self.format(record)
+            text = self.format(record) + "\n"
         except Exception:  # noqa: BLE001 - logging must never break the run
             return
-        self._capture._sink.write(text + "\n")
+        for sink in sinks:
+            sink.write(text)
+
+
+_handler: _Handler | None = None
+# The router last made for stdout and for stderr, reused while the stream it wraps is the
+# same: an io object costs microseconds to make and, when dropped, flushes as it closes.
+_routers: list = [None, None]
+
+
+def _router(i: int, stream) -> _Router:
+    r = _routers[i]
+    if r is None or r._inner is not stream:
+        r = _routers[i] = _Router(stream)
+    return r
+# The sinks of each thread with captures active, for log records (which name their thread).
+_by_thread: dict[int, tuple] = {}
 
 
 class Capture:
     """Context manager: copy this thread's stdout, stderr and log records into ``text``."""
+
+    __slots__ = ("_sink", "text", "thread")
 
     def __init__(self) -> None:
         self._sink = io.StringIO()
@@ -83,25 +105,31 @@ class Capture:
         self.thread = threading.get_ident()
 
     def __enter__(self) -> "Capture":
-        global _active, _saved
+        global _active, _saved, _handler
         self.thread = threading.get_ident()
+        sinks = _local.sinks = (*_sinks(), self._sink)
         with _lock:
             if _active == 0:
                 _saved = (sys.stdout, sys.stderr)
-                sys.stdout, sys.stderr = _Router(sys.stdout), _Router(sys.stderr)
+                sys.stdout, sys.stderr = _router(0, sys.stdout), _router(1, sys.stderr)
+                if _handler is None:
+                    _handler = _Handler()
+                logging.getLogger().addHandler(_handler)
             _active += 1
-        _local.sinks = (*_sinks(), self._sink)
-        self._handler = _Handler(self)
-        logging.getLogger().addHandler(self._handler)
+            _by_thread[self.thread] = sinks
         return self
 
     def __exit__(self, *exc) -> None:
         global _active
-        logging.getLogger().removeHandler(self._handler)
-        _local.sinks = tuple(s for s in _sinks() if s is not self._sink)
+        sinks = _local.sinks = tuple(s for s in _sinks() if s is not self._sink)
         with _lock:
+            if sinks:
+                _by_thread[self.thread] = sinks
+            else:
+                _by_thread.pop(self.thread, None)
             _active -= 1
             if _active == 0:
+                logging.getLogger().removeHandler(_handler)
                 # Restore only what is still ours: code that replaced a stream keeps its choice.
                 if isinstance(sys.stdout, _Router):
                     sys.stdout = _saved[0]

@@ -9,6 +9,7 @@ import sys
 
 from . import runs as R
 from .gitinfo import git_info
+from .store import process_id
 
 __all__ = ["environment"]
 
@@ -33,7 +34,7 @@ def environment(fn) -> dict:
                          "numpy": numpy.__version__, "pandas": _version_of("pandas")},
         }
     env = dict(_static_env)
-    env["pid"] = os.getpid()
+    env["pid"] = process_id()
     env["git"] = git_info(_source_dir(fn))
     return env
 
@@ -51,7 +52,17 @@ def _version_of(package: str) -> str | None:
         return None
 
 
+_dirs: dict[str, str] = {}
+
+
 def _source_dir(fn) -> str:
     mod = sys.modules.get(getattr(fn, "__module__", "") or "")
     f = getattr(mod, "__file__", None)
-    return os.path.dirname(os.path.abspath(f)) if f else os.getcwd()
+    if not f:
+        return os.getcwd()
+    d = _dirs.get(f)
+    if d is None:
+        d = os.path.dirname(os.path.abspath(f))
+        if os.path.isabs(f) and len(_dirs) < 1024:  # a relative one depends on the working directory
+            _dirs[f] = d
+    return d

@@ -11,12 +11,12 @@ to tell a live run from a dead one (``rm`` and gc go by it).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from . import runs as R
-from .store import Store, hold_key
+from .errors import CorruptRef
+from .store import Store, hold_key, process_id
 
 __all__ = ["begin", "committed_counter", "drop_dead", "end", "leases", "wait"]
 
@@ -40,20 +40,32 @@ def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: 
     counter = txn.get(R.K_COUNTER)
     run_id = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
     txn.put(R.K_COUNTER, R.rid8(run_id))
+    pid = process_id()
     ref = {"status": "running", "task": t.name, "identity": t.identity, "start_time": now,
-           "pid": os.getpid(), "host": R.HOST, "expires": now + lease_seconds, "record": None}
+           "pid": pid, "host": R.HOST, "expires": now + lease_seconds, "record": None}
     if holds:
         ref["holds"] = list(holds)
     txn.put(R.k_run(run_id), R.pack(ref))
     txn.put(R.k_task(t.identity, run_id), R.status_byte("running"))
     if t.cache:
-        txn.put(R.k_lease(key), R.pack({"pid": os.getpid(), "host": R.HOST, "run_id": run_id,
+        txn.put(R.k_lease(key), R.pack({"pid": pid, "host": R.HOST, "run_id": run_id,
                                         "expires": now + lease_seconds}))
     return "run", run_id
 
 
 def committed_counter(store: Store) -> int:
-    """The highest run id ever committed durably (the short-lived counter may have been reset)."""
+    """The highest run id ever committed durably (the short-lived counter may have been reset).
+
+    Every durable commit of run entries keeps ``counter/committed`` at least as
+    high as they are (``terra fsck`` repairs it if not), so one verified get
+    answers; a lost or damaged counter falls back to the run entries.
+    """
+    try:
+        raw = store.get_ref(R.K_COMMITTED)
+    except CorruptRef:
+        raw = None
+    if raw is not None and len(raw) == 8:
+        return int.from_bytes(raw, "big")
     with store.refs() as txn:
         return R.committed(txn)
 
@@ -103,8 +115,8 @@ class _Leases:
     def hold(self, store: Store, key: bytes, run_id: int, seconds: float) -> None:
         with self._lock:
             self._held[(id(store), key, run_id)] = (store, seconds)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
+            if self._thread is None or self._pid != process_id() or not self._thread.is_alive():
+                self._pid = process_id()
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="terra-leases")
                 self._thread.start()
 

@@ -36,6 +36,7 @@ record and indexes; then its short-lived state is cleared.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -144,8 +145,16 @@ def byte_status(b: bytes) -> str:
     return _BYTE_STATUS.get(bytes(b[:1]), "unknown")
 
 
+_local = threading.local()
+
+
 def pack(obj) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    # msgpack.packb without making a Packer per call: one per thread (a Packer keeps its buffer).
+    try:
+        return _local.packer.pack(obj)
+    except AttributeError:
+        _local.packer = msgpack.Packer(use_bin_type=True)
+        return _local.packer.pack(obj)
 
 
 def unpack(b: bytes):

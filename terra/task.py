@@ -30,7 +30,7 @@ from .errors import CorruptRef, DamagedRefWarning, SerializationError, TaskError
 from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
-from .objects import ObjectId, Run, Tree, is_inline, object_id
+from .objects import ObjectId, Run, Tree, digest, encode, is_inline
 from .session import current_store
 from .store import Store
 
@@ -668,9 +668,8 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if not t.cache:
         fields["cache"] = False  # fsck --repair restores cache entries only for cached runs
     status, result, error, exc = "success", None, None, None
-    from .capture import Capture  # logging: loaded by the first miss, not by import
-
-    capture = Capture()
+    m = _miss_modules()
+    capture = m.Capture()
     inputs_tree = Tree("inputs", ())
     try:
         # Inputs are stored before the call: a function that mutates its
@@ -699,24 +698,20 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
                     exc.__cause__ = e
                     error = _error_info(exc)
             if capture.text:
-                from .serialize import store_value
-
-                fields["log"] = store_value(store, capture.text)
+                fields["log"] = m.store_value(store, capture.text)
             if run_dir is not None:
-                from .serialize import store_path
-
                 fields["has_run_dir"] = True
                 if os.listdir(run_dir):
-                    fields["run_dir_tree"] = store_path(store, run_dir)
+                    fields["run_dir_tree"] = m.store_path(store, run_dir)
     except BaseException as e:  # noqa: BLE001 - recorded as the run's failure, then raised
         if exc is None or isinstance(exc, SerializationError):
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failure"
             exc, output, error = e, None, _error_info(e)
-    inputs_id = object_id(inputs_tree)
-    fields["inputs"] = inputs_id
+    inputs = _identified(inputs_tree)
+    fields["inputs"] = inputs[0]
     fields.update(status=status, end_time=time.time(), error=error, output=output if status == "success" else None)
-    record = Run(fields)
-    rec_id = object_id(record)
+    rec = _identified(Run(fields))
+    rec_id = rec[0]
     edges = [(a.run_id, bytes(a.__terra_ref__)) for a in arts if a.run_id is not None]
     view = R.output_view(store, output, run_id) if status == "success" else None
     produced: list = []
@@ -725,29 +720,55 @@ def _run(t: Task, store: Store, cfg, run_id: int, key: ObjectId, args, kwargs, b
     if isinstance(output, ObjectId):
         produced_ids.add(bytes(output))
     try:
-        store.commit([(inputs_id, inputs_tree), (rec_id, record)],
+        store.commit([inputs, rec],
                      lambda txn: _commit(txn, t, run_id, key, rec_id, fields, output, edges, produced_ids))
     finally:
         # Also when the commit failed (disk full...): waiters must not wait on a lease nobody renews.
         leases.release(store, key, run_id)
         store.update_state(lambda txn: end(txn, t, run_id, key))
-    from .notify import RunSummary, run_finished
-
-    run_finished(t.notify, RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
+    m.run_finished(t.notify, m.RunSummary(t.name, run_id, status, fields["end_time"] - start, fields["host"], error))
     if exc is not None:
         raise exc
     return run_id, view
 
 
-def _environment(fn) -> dict:
-    from .environment import environment  # platform, subprocess, git: loaded by the first miss
+def _identified(obj) -> tuple:
+    """``(id, obj, encoding)``: the encoding is made once, for the id and for the commit."""
+    enc = encode(obj)
+    return digest(enc if enc[1] is not None else enc[:1]), obj, enc
 
-    return environment(fn)
+
+def _environment(fn) -> dict:
+    return _miss_modules().environment(fn)
+
+
+_miss = None
+
+
+def _miss_modules():
+    """What a miss needs beyond the hit path, imported by the first miss, not by ``import terra``.
+
+    Output capture (logging), the environment (platform, git), notifications
+    and value storage; kept here so later misses pay no import statement.
+    """
+    global _miss
+    if _miss is None:
+        from .capture import Capture
+        from .environment import environment
+        from .notify import RunSummary, run_finished
+        from .serialize import store_path, store_value
+
+        _miss = types.SimpleNamespace(Capture=Capture, environment=environment, RunSummary=RunSummary,
+                                      run_finished=run_finished, store_path=store_path, store_value=store_value)
+    return _miss
 
 
 def _commit(txn, t: Task, run_id, key, rec_id, fields, output, edges, produced_ids) -> None:
     status = fields["status"]
-    committed = R.committed(txn)  # before this run's entry, which it also looks at
+    # Keep counter/committed >= every durable run entry (committed_counter trusts it): read
+    # before this run's entry; a lost or damaged counter is rebuilt from the run entries.
+    raw = R.get_or_damaged(txn, R.K_COMMITTED)
+    committed = int.from_bytes(raw, "big") if raw is not None and len(raw) == 8 else R.committed(txn)
     ref = {"status": status, "task": t.name, "identity": t.identity, "start_time": fields["start_time"],
            "end_time": fields["end_time"], "pid": fields["pid"], "host": fields["host"], "record": bytes(rec_id)}
     txn.put(R.k_run(run_id), R.pack(ref))
@@ -782,8 +803,7 @@ def _inputs_tree(store: Store, t: Task, dumped: dict) -> Tree:
     ``var_positional``/``var_keyword``; ``files`` maps each file input's place
     (``data``, ``args[0]``, ``kwargs['x']``) to its path.
     """
-    from .serialize import store_value
-
+    store_value = _miss_modules().store_value
     meta: dict[str, Any] = {}
     files: dict[str, str] = {}
 

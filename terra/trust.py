@@ -142,7 +142,6 @@ def signature_for(oid: bytes, obj) -> bytes | None:
     """The signature to store with ``obj``: this user's for a pickled payload, else None."""
     if _foreign:
         return None
-    codec = getattr(obj, "codec", None)
-    if codec is None and obj.kind == "tree":
-        codec = obj.type
+    kind = obj.kind  # by kind: looking up an absent codec (a Run, a Chunk) costs an exception
+    codec = obj.type if kind == "tree" else obj.codec if kind in ("blob", "chunked") else None
     return sign(oid) if codec in SIGNED_CODECS else None

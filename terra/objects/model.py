@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+from operator import is_ as _is
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -58,6 +59,9 @@ _NAN_BYTES = b"\xcb" + _DOUBLE.pack(_NAN)
 _INT_MIN, _INT_MAX = -(1 << 63), 1 << 64
 # Encoded map keys by key: objects reuse a few field names over and over.
 _KEYS: dict = {}
+# Maps with the same str keys (a run record's fields, say) in the same insertion order:
+# the keys and their encodings in canonical order, so they are not sorted again.
+_ORDERS: dict[tuple, tuple] = {}
 
 
 # Strings and bytes up to this many encoded bytes are held inline (in Tree entries,
@@ -121,7 +125,12 @@ def _pack_into(out: bytearray, obj: Any) -> None:
     elif t is list or t is tuple:
         out += _array_header(len(obj))
         for v in obj:
-            _pack_into(out, v)
+            # The common leaves inline: a call per leaf is most of the cost of a record.
+            tv = type(v)
+            if tv is str or tv is bytes or tv is bool or v is None:
+                out += _packb(v)
+            else:
+                _pack_into(out, v)
     elif t is dict:
         n = len(obj)
         if n < 16:
@@ -130,11 +139,31 @@ def _pack_into(out: bytearray, obj: Any) -> None:
             out += b"\xde" + n.to_bytes(2, "big")
         else:
             out += b"\xdf" + n.to_bytes(4, "big")
+        names = tuple(obj)
+        known = _ORDERS.get(names)
+        # The cached order serves only the very key objects it was made from (exact strs):
+        # a subclass or anything merely equal to them takes the general path (and is refused there).
+        if known is not None and all(map(_is, names, known[0])):
+            for k, pk in known[1]:
+                out += pk
+                v = obj[k]
+                tv = type(v)
+                if tv is str or tv is bytes or tv is bool or v is None:
+                    out += _packb(v)
+                else:
+                    _pack_into(out, v)
+            return
         items = [(_packed_key(k), v) for k, v in obj.items()]
         items.sort(key=_first)
+        if len(_ORDERS) < 1024 and all(type(k) is str for k in names):
+            _ORDERS[names] = (names, tuple(sorted(((k, _packed_key(k)) for k in names), key=_second)))
         for k, v in items:
             out += k
-            _pack_into(out, v)
+            tv = type(v)
+            if tv is str or tv is bytes or tv is bool or v is None:
+                out += _packb(v)
+            else:
+                _pack_into(out, v)
     else:
         raise TypeError(f"cannot encode {t.__name__} in an object")
 
@@ -152,6 +181,10 @@ def _packed_key(k) -> bytes:
 
 def _first(item):
     return item[0]
+
+
+def _second(item):
+    return item[1]
 
 
 def _array_header(n: int) -> bytes:
@@ -256,6 +289,7 @@ class Run:
 
 
 Object = Blob | Chunk | Chunked | Tree | Run
+_WITH_PAYLOAD = frozenset({Blob, Chunk})
 _KINDS = {"blob": Blob, "chunk": Chunk, "chunked": Chunked, "tree": Tree, "run": Run}
 
 
@@ -263,7 +297,7 @@ def encode(obj: Object) -> tuple[bytes, bytes | memoryview | None]:
     """Canonical encoding of ``obj`` as ``(header, payload)``; payload may be None."""
     out = bytearray()
     fields = obj._fields()
-    payload = getattr(obj, "data", None)
+    payload = obj.data if type(obj) in _WITH_PAYLOAD else None
     out += _array_header(1 + len(fields) + (payload is not None))
     _pack_into(out, obj.kind)
     for f in fields:

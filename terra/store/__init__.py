@@ -1,6 +1,7 @@
 """Storage: the backend interface, its LMDB and in-memory implementations, and the object store."""
 
 from ._disk import check_local_filesystem, disk_full
+from ._env import process_id
 from ._framing import RAW, is_view, split, unframe
 from ._lmdb import LMDBBackend
 from ._memory import MemoryBackend
@@ -23,6 +24,7 @@ __all__ = [
     "is_view",
     "hold_key",
     "open_store",
+    "process_id",
     "split",
     "unframe",
 ]

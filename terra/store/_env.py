@@ -16,7 +16,7 @@ import lmdb
 from ..errors import StoreError
 from ..objects import CHUNK_SIZE
 
-__all__ = ["Env", "close_env", "registered", "shared_env"]
+__all__ = ["Env", "close_env", "process_id", "registered", "shared_env"]
 
 # Largest join buffer kept between puts: one chunk and its header.
 _SCRATCH_MAX = CHUNK_SIZE + 64
@@ -36,6 +36,8 @@ class Env:
         # not be resized while one is, or its zero-copy buffers would dangle.
         self.open_readers = 0
         self._scratch = None
+        # End of data.mdb as last seen by this process (see _lmdb's _keep_ahead).
+        self.file_end = 0
         try:
             self.env = _open_lmdb(
                 path, inherited, map_size=map_size, max_dbs=4, subdir=True, readonly=readonly,
@@ -57,6 +59,7 @@ class Env:
         except lmdb.Error as e:
             self.env.close()
             raise StoreError(f"cannot open store {path}: {e}") from e
+        self.psize = self.env.stat()["psize"]
 
     def scratch(self, n: int):
         """A reused buffer of ``n`` bytes (call under ``lock``), or None if too large to keep."""
@@ -151,10 +154,23 @@ def registered(path: str) -> Env | None:
         return _ENVS.get(path)
 
 
+_pid = os.getpid()
+
+
+def process_id() -> int:
+    """``os.getpid()`` without a system call per use (a few per cache lookup, more per run).
+
+    Refreshed in a forked child by the same at-fork hook that resets the
+    registry's lock, so a child never takes its parent's environment for its own.
+    """
+    return _pid
+
+
 def _reset_after_fork() -> None:
     # The lock of _ENVS may have been held by another thread at fork time.
-    global _ENVS_LOCK
+    global _ENVS_LOCK, _pid
     _ENVS_LOCK = threading.Lock()
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

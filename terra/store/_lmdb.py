@@ -27,7 +27,7 @@ import lmdb
 from ..errors import StoreError
 from . import _framing
 from ._disk import check_local_filesystem, disk_full
-from ._env import Env, close_env, registered, shared_env
+from ._env import Env, close_env, process_id, registered, shared_env
 from ._state import MergedRefs, boot_id, reset_if_rebooted
 from .base import Backend
 
@@ -39,6 +39,10 @@ DEFAULT_MAP_SIZE = 1 << 30
 TXN_BYTES = 64 << 20
 _TIME = struct.Struct("<d")
 _GROW_STEP = 1 << 20
+# The data file is kept this far ahead of LMDB's last page (written zeros, within the map):
+# a commit that writes only inside the file needs no journal commit for a new file size
+# in its fdatasync, which is most of a durable commit's cost on a busy ext4 disk.
+_AHEAD_MIN, _AHEAD_MAX, _AHEAD_LOW = 1 << 20, 16 << 20, 256 << 10
 
 
 class _Snapshot:
@@ -199,7 +203,9 @@ class LMDBBackend(Backend):
 
     def _env(self) -> Env:
         e = self._last
-        if e is None or e.closed or e.pid != os.getpid() or registered(self.path) is not e:
+        # An environment leaves the registry only by close_env (which marks it closed) or by
+        # a fork (its pid differs): these two checks cover it, without the registry's lock.
+        if e is None or e.closed or e.pid != process_id():
             e = self._last = shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
 
@@ -278,16 +284,21 @@ class LMDBBackend(Backend):
         if self._readonly:
             raise StoreError(f"store {self.path} is open read-only")
         while True:
-            with self._locked() as e:
-                size = e.env.info()["map_size"]
+            e = self._env()
+            with e.lock:
+                if e.closed:  # another handle closed it meanwhile: reopen
+                    continue
                 try:
                     with e.env.begin(write=True, buffers=True) as txn:
                         result = fn(e, txn)
+                        if not self._volatile:
+                            self._keep_ahead(e)
                     if durable:
                         e.env.sync(True)
                     return result
                 except lmdb.MapFullError:
-                    self._grow(e, size, need)
+                    # The size that was full: only this process resizes its map, under e.lock, held here.
+                    self._grow(e, e.env.info()["map_size"], need)
                 except lmdb.MapResizedError:
                     self._adopt_size(e)
                 except lmdb.ReadonlyError as exc:
@@ -297,6 +308,40 @@ class LMDBBackend(Backend):
                     if full is not None:
                         raise full from exc
                     raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _keep_ahead(self, e: Env) -> None:
+        """Extend data.mdb with zeros past LMDB's last page when little room is left.
+
+        Called inside a write transaction: LMDB's writer lock keeps every other
+        process from writing pages past the end meanwhile, and this
+        transaction's own pages are written at its commit, after the zeros.
+        Pages past the last one are never read, so the zeros carry no meaning;
+        the extension becomes durable with the commit's own sync. A failure
+        (full disk, file size limit) only leaves the file as LMDB would grow it.
+        """
+        info = e.env.info()
+        used = (info["last_pgno"] + 1) * e.psize
+        if used + _AHEAD_LOW <= e.file_end:
+            return
+        data = os.path.join(self.path, "data.mdb")
+        try:
+            end = os.stat(data).st_size  # another process may have extended it
+        except OSError:
+            return
+        e.file_end = end
+        target = min(used + min(max(used // 16, _AHEAD_MIN), _AHEAD_MAX), info["map_size"])
+        if used + _AHEAD_LOW <= end or target <= end:
+            return
+        try:
+            zeros = bytes(min(target - end, _AHEAD_MIN))
+            with open(data, "r+b") as f:
+                f.seek(end)
+                while end < target:
+                    end += f.write(zeros[: target - end])
+        except OSError:
+            pass  # a full disk or a file size limit: LMDB grows the file itself, and says so if it cannot
+        finally:
+            e.file_end = target  # after a failure too: tried again only once the data has grown
 
     def _read(self, buffers: bool, wrap=None) -> "_Snapshot":
         """A read transaction, entered as ``(env, txn)`` or as ``wrap(env, txn)``."""

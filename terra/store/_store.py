@@ -338,11 +338,13 @@ class Store:
     def _txn(self, txn):
         return SealedTxn(txn) if self._sealed else PlainTxn(txn)
 
-    def commit(self, objs: Iterable[Object | tuple[ObjectId, Object]], fn: Callable) -> Any:
+    def commit(self, objs: Iterable[Object | tuple], fn: Callable) -> Any:
         """Store new objects and run ``fn(txn)`` on the refs in one durable commit where possible.
 
         For the end of a run: its record and the refs that point at it become
-        visible together, at the cost of one sync.
+        visible together, at the cost of one sync. Objects are given bare, as
+        ``(id, object)`` pairs, or as ``(id, object, encode(object))`` when the
+        caller hashed the encoding already (it is not made twice).
         """
         framed = [_frame(o if isinstance(o, tuple) else (object_id(o), o)) for o in objs]
         # Held only if the backend writes them ahead of the refs (one short-lived write saved per run).
@@ -455,9 +457,10 @@ def _payload_size(obj) -> int:
     return 0 if data is None else memoryview(data).nbytes
 
 
-def _frame(pair):
-    oid, obj = pair
-    header, payload = encode(obj)
+def _frame(item):
+    """``(id, stored form)`` of ``(id, object)`` or ``(id, object, its encoding)``."""
+    oid, obj = item[0], item[1]
+    header, payload = item[2] if len(item) == 3 else encode(obj)
     return oid, _framing.frame(header, payload, signature_for(oid, obj))
 
 
