@@ -31,7 +31,7 @@ from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, is_inline, object_id
-from .session import current_store
+from .session import current_store, store_for
 from .store import Store
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["Task", "task"]
 
 _CALL_KEYWORDS = ("force", "return_run_id", "skip_terra_cache", "silence_task")
 _CALL_KEYWORD_SET = frozenset(_CALL_KEYWORDS)
-_NO_OPTS: dict = {}
 _RESERVED = ("run_dir", "run_id")
 
 
@@ -112,6 +111,13 @@ class Task:
         self._var_pos = next((n for n, p in params.items() if p.kind == p.VAR_POSITIONAL), None)
         self._var_kw = next((n for n, p in params.items() if p.kind == p.VAR_KEYWORD), None)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+        # The common call passes every parameter by position to a plain signature: binding it is
+        # a zip (see _prepare). -1 when the signature has anything else.
+        plain = self._simple and not self._wants and len(self._positional) == len(params)
+        self._n_plain = len(params) if plain else -1
+        # (name, position) of the keyed parameters in key order (by name), for such calls.
+        self._key_order = tuple(sorted((n, i) for i, n in enumerate(self._positional) if n not in self.cache_ignored))
+        self._fp = None  # the fingerprint last used, kept while its guards hold (see _code)
         self._last_run_id: int | None = None
 
     # -- construction -----------------------------------------------------------
@@ -149,7 +155,13 @@ class Task:
 
     def _code(self) -> str:
         """The code part of the cache key: fingerprint (or version pin) and the values bound into the callable."""
-        code = f"version:{self.version}" if self.version is not None else fingerprint(self.fn).digest
+        if self.version is not None:
+            code = f"version:{self.version}"
+        else:
+            fp = self._fp
+            if fp is None or not fp.valid():  # revalidated on every call: edits and mutations count at once
+                fp = self._fp = fingerprint(self.fn)
+            code = fp.digest
         if self._bound is None:
             return code
         return code + "|" + _bound_digest(self)[0]
@@ -166,16 +178,39 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> TaskOutput:
         """Run (or fetch from the cache) the function on these arguments; see :data:`terra.io.TaskOutput`."""
-        opts = _NO_OPTS
         if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
-            opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
+            return self._call_with_options(args, kwargs)
+        cfg = get_config()
+        store = store_for(cfg)
+        looked_up = False
+        if not kwargs and self.cache:
+            # The common call: a hit is answered from the key alone, before anything a miss needs is built.
+            key = _plain_key(self, args)
+            if key is not None:
+                hit = _lookup(store, key)
+                if hit is not None:
+                    run_id, output = _hit(self, store, hit, cfg)
+                    self._last_run_id = run_id
+                    return output
+                looked_up = True
+        return self._answer(store, args, kwargs, False, looked_up)[1]
+
+    def _call_with_options(self, args, kwargs):
+        """A call passing ``force``, ``return_run_id``, ``skip_terra_cache`` or ``silence_task``."""
+        opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
         if opts.get("silence_task"):
             call_args, call_kwargs = self._call_args(args, kwargs)
             return self.fn(*call_args, **call_kwargs)
         force = bool(opts.get("force") or opts.get("skip_terra_cache"))
-        run_id, output = _execute(self, args, kwargs, force)
-        self._last_run_id = run_id
+        run_id, output = self._answer(current_store(), args, kwargs, force)
         return (run_id, output) if opts.get("return_run_id") else output
+
+    def _answer(self, store: Store, args, kwargs, force: bool, looked_up: bool = False) -> tuple[int, TaskOutput]:
+        """Bind, key and answer a call: ``(run_id, output)``."""
+        bound, dumped, key = _prepare(self, args, kwargs, store)
+        run_id, output = _execute_keyed(self, store, key, args, kwargs, bound, dumped, force, looked_up=looked_up)
+        self._last_run_id = run_id
+        return run_id, output
 
     def _bind(self, args, kwargs) -> dict[str, Any]:
         """Arguments by parameter name with defaults applied, as ``BoundArguments.arguments``.
@@ -498,6 +533,17 @@ def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) ->
                                                     var_keyword]))
 
 
+def _plain_key(t: Task, args: tuple) -> bytes | None:
+    """The cache key of a call passing inline values to every parameter by position (plain signature), else None.
+
+    The same key as :func:`_call_key` gives, without binding: such a call has
+    no defaults to apply, no files to hash and no values to hash as objects.
+    """
+    if len(args) != t._n_plain or not all(map(is_inline, args)):
+        return None
+    return _cache_key(t, [[name, args[i]] for name, i in t._key_order], _EMPTY, _EMPTY)
+
+
 def _call_key(t: Task, bound: dict, store: Store) -> bytes:
     """The cache key of a bound call (``cache_ignored_args`` left out)."""
     ignored = t.cache_ignored
@@ -556,29 +602,31 @@ def _file_inputs(t: Task, bound: dict, store: Store) -> None:
 
 
 
-def _execute(t: Task, args, kwargs, force: bool):
-    store = current_store()
-    bound, dumped, key = _prepare(t, args, kwargs, store)
-    return _execute_keyed(t, store, key, args, kwargs, bound, dumped, force)
-
-
 def _prepare(t: Task, args, kwargs, store: Store) -> tuple[dict, dict, bytes]:
     """Bind a call: ``(bound arguments, arguments recorded, cache key)``."""
-    bound = t._bind(args, dict(kwargs) if kwargs else {})
+    if not kwargs and len(args) == t._n_plain:
+        bound = dict(zip(t._positional, args))  # what _bind returns, minus the checks this call needs not
+        key = _plain_key(t, args)
+        if key is not None:
+            return bound, (_dumped(t, bound) if t.no_dump else bound), key
+    else:
+        bound = t._bind(args, dict(kwargs) if kwargs else {})
     _file_inputs(t, bound, store)
     key = _call_key(t, bound, store)
     dumped = _dumped(t, bound) if t.no_dump else bound
     return bound, dumped, key
 
 
-def _execute_keyed(t: Task, store: Store, key: bytes, args, kwargs, bound, dumped, force: bool, code=None):
+def _execute_keyed(t: Task, store: Store, key: bytes, args, kwargs, bound, dumped, force: bool, code=None,
+                   looked_up: bool = False):
     """Answer a call whose key is known (from :func:`_prepare`, maybe in another process).
 
     ``code``: the code fields the driver computed (fingerprint and parts), recorded as they are.
+    ``looked_up``: the caller found no cache entry for the key just now.
     """
     cfg = get_config()
     use_cache = t.cache and not force
-    if use_cache:
+    if use_cache and not looked_up:
         hit = _lookup(store, key)
         if hit is not None:
             return _hit(t, store, hit, cfg)
@@ -621,11 +669,10 @@ def _abandon(t: Task, store: Store, key: bytes, run_id: int) -> None:
 def _lookup(store: Store, key: bytes):
     """The confirmed cache hit for ``key``, or None; a damaged entry is a miss (and a warning)."""
     try:
-        raw = store.get_ref(R.k_cache(key))
-        return None if raw is None else R.cache_hit(store, key, raw)
+        return R.cached(store, key)
     except CorruptRef as e:
         # Recomputing commits a fresh entry over the damaged one.
-        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=4)
+        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=3)
         return None
 
 

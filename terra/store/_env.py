@@ -16,7 +16,7 @@ import lmdb
 from ..errors import StoreError
 from ..objects import CHUNK_SIZE
 
-__all__ = ["Env", "close_env", "registered", "shared_env"]
+__all__ = ["Env", "close_env", "registered", "shared_env", "usable"]
 
 # Largest join buffer kept between puts: one chunk and its header.
 _SCRATCH_MAX = CHUNK_SIZE + 64
@@ -145,16 +145,29 @@ def _open_lmdb(path: str, inherited: bool, **kw) -> lmdb.Environment:
         _envid.env_keys = keys
 
 
+def usable(env: Env | None, path: str) -> bool:
+    """Whether ``env`` is still this process's open environment of ``path`` (checked on every read).
+
+    Lock-free (one dict read is atomic) and without a ``getpid`` system call
+    (``_pid`` follows fork): every cache hit asks.
+    """
+    return env is not None and not env.closed and env.pid == _pid and _ENVS.get(path) is env
+
+
 def registered(path: str) -> Env | None:
     """The environment registered for ``path`` in this process (perhaps inherited across fork()), or None."""
     with _ENVS_LOCK:
         return _ENVS.get(path)
 
 
+_pid = os.getpid()
+
+
 def _reset_after_fork() -> None:
     # The lock of _ENVS may have been held by another thread at fork time.
-    global _ENVS_LOCK
+    global _ENVS_LOCK, _pid
     _ENVS_LOCK = threading.Lock()
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

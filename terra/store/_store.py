@@ -309,12 +309,7 @@ class Store:
         Raises:
             CorruptRef: the entry is damaged.
         """
-        fast = getattr(self.backend, "get_ref", None)
-        if fast is not None:
-            raw = fast(key)
-        else:
-            with self.backend.refs() as txn:
-                raw = txn.get(key)
+        raw = self.backend.get_ref(key)
         if raw is None or not self._sealed or key.startswith(b"meta/"):
             return raw
         return unseal(key, raw)
