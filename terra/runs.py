@@ -248,8 +248,7 @@ def cached(store: Store, key: bytes) -> tuple[int, Any] | None:
     raw = store.get_ref(b"cache/" + key)
     if raw is None:
         return None
-    memo = store.__dict__.get("_confirmed_hits")
-    hit = None if memo is None else memo.get((key, raw))
+    hit = store.confirmed_hits.get((key, raw))
     return cache_hit(store, key, raw) if hit is None else hit
 
 
@@ -265,9 +264,7 @@ def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
     Raises:
         CorruptRef: the entry does not match the record it names (or either is unreadable).
     """
-    memo = store.__dict__.get("_confirmed_hits")
-    if memo is None:
-        memo = store.__dict__["_confirmed_hits"] = {}
+    memo = store.confirmed_hits
     k = (key, raw)
     hit = memo.get(k)
     if hit is not None:

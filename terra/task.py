@@ -117,6 +117,7 @@ class Task:
         self._n_plain = len(params) if plain else -1
         # (name, position) of the keyed parameters in key order (by name), for such calls.
         self._key_order = tuple(sorted((n, i) for i, n in enumerate(self._positional) if n not in self.cache_ignored))
+        self._key_head: tuple | None = None  # their key's packed constant parts (see _plain_key)
         self._fp = None  # the fingerprint last used, kept while its guards hold (see _code)
         self._last_run_id: int | None = None
 
@@ -187,7 +188,10 @@ class Task:
             # The common call: a hit is answered from the key alone, before anything a miss needs is built.
             key = _plain_key(self, args)
             if key is not None:
-                hit = _lookup(store, key)
+                try:  # _lookup, one call less
+                    hit = R.cached(store, key)
+                except CorruptRef as e:
+                    hit = _damaged(e)
                 if hit is not None:
                     run_id, output = _hit(self, store, hit, cfg)
                     self._last_run_id = run_id
@@ -536,12 +540,39 @@ def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) ->
 def _plain_key(t: Task, args: tuple) -> bytes | None:
     """The cache key of a call passing inline values to every parameter by position (plain signature), else None.
 
-    The same key as :func:`_call_key` gives, without binding: such a call has
-    no defaults to apply, no files to hash and no values to hash as objects.
+    The same key as :func:`_call_key` gives, without binding (such a call has
+    no defaults to apply, no files to hash and no values to hash as objects),
+    and the same bytes as :func:`_cache_key` packs: msgpack writes an array
+    as its header then each item, so the parts that depend only on the task
+    and its code are packed once per code version and only the arguments on
+    every call.
     """
     if len(args) != t._n_plain or not all(map(is_inline, args)):
         return None
-    return _cache_key(t, [[name, args[i]] for name, i in t._key_order], _EMPTY, _EMPTY)
+    code = t._code()  # revalidated on every call
+    head = t._key_head
+    if head is None or head[0] != code or head[1] != t.identity:
+        head = t._key_head = _plain_key_head(t, code)
+    prefix, pairs = head[2], head[3]
+    pack = _key_packer.pack
+    if len(pairs) == 1:  # the common one-parameter task: no list to build
+        pair, i = pairs[0]
+        return xxhash.xxh3_128_digest(prefix + pair + pack(args[i]) + _NO_VARIADICS)
+    return xxhash.xxh3_128_digest(prefix + b"".join([pair + pack(args[i]) for pair, i in pairs]) + _NO_VARIADICS)
+
+
+def _plain_key_head(t: Task, code: str) -> tuple:
+    """The constant parts of a plain call's key: ``(code, identity, prefix, ((pair, position), ...))``.
+
+    ``prefix`` packs the outer array's header, ``KEY_FORMAT``, identity, code
+    and the header of ``named``; each ``pair`` packs the header and name of a
+    ``[name, value]`` item, its value taken from ``args[position]``.
+    """
+    pk = _key_packer
+    prefix = pk.pack_array_header(6) + pk.pack(KEY_FORMAT) + pk.pack(t.identity) + pk.pack(code) \
+        + pk.pack_array_header(len(t._key_order))
+    pairs = tuple((pk.pack_array_header(2) + pk.pack(name), i) for name, i in t._key_order)
+    return code, t.identity, prefix, pairs
 
 
 def _call_key(t: Task, bound: dict, store: Store) -> bytes:
@@ -581,6 +612,7 @@ def _hashable(v, store: Store) -> bool:
 
 
 _EMPTY: list = []
+_NO_VARIADICS = _key_packer.pack(_EMPTY) + _key_packer.pack(_EMPTY)  # the key's *args and **kwargs of a plain call
 
 
 def _file_inputs(t: Task, bound: dict, store: Store) -> None:
@@ -671,9 +703,12 @@ def _lookup(store: Store, key: bytes):
     try:
         return R.cached(store, key)
     except CorruptRef as e:
-        # Recomputing commits a fresh entry over the damaged one.
-        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=3)
-        return None
+        return _damaged(e)
+
+
+def _damaged(e: CorruptRef) -> None:
+    """A damaged cache entry is a miss: warn; recomputing commits a fresh entry over it."""
+    warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=3)
 
 
 def _hit(t: Task, store: Store, hit, cfg):

@@ -76,6 +76,8 @@ class Store:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._local = threading.local()
+        #: ``{(cache key, entry): (run id, output)}``: cache entries confirmed by their records (terra.runs).
+        self.confirmed_hits: dict = {}
         self._check_format()
 
     def _check_format(self) -> None:
