@@ -547,8 +547,11 @@ def _plain_key(t: Task, args: tuple) -> bytes | None:
     and its code are packed once per code version and only the arguments on
     every call.
     """
-    if len(args) != t._n_plain or not all(map(is_inline, args)):
+    if len(args) != t._n_plain:
         return None
+    for a in args:
+        if not is_inline(a):
+            return None
     code = t._code()  # revalidated on every call
     head = t._key_head
     if head is None or head[0] != code or head[1] != t.identity:
@@ -715,6 +718,8 @@ def _hit(t: Task, store: Store, hit, cfg):
     run_id, entry = hit
     if not cfg.quiet:
         print(f"task: {t.name}, run_id={run_id} (cached)")
+    if type(entry) is not ObjectId:  # an inline output is the output (output_view, one call less)
+        return hit
     return run_id, R.output_view(store, entry, run_id)
 
 
