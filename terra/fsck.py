@@ -56,12 +56,17 @@ class FsckReport:
     interrupted: list[int] = field(default_factory=list)
     running: list[int] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # what ``repair=True`` changed
+    # remote name -> objects missing here that it holds for this store (a records-only pull left
+    # them there; loads fetch them): expected, not damage
+    remote_only: dict[str, int] = field(default_factory=dict)
+    remote_checked: bool = True  # remote_only was confirmed with the remotes, not only read from the records
+    remote_problems: list[str] = field(default_factory=list)
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not (self.corrupt or self.missing or self.index_problems or self.affected_runs
-                    or self.damaged_refs)
+                    or self.damaged_refs or self.remote_problems)
 
     def __str__(self) -> str:
         lines = [f"checked {self.objects} objects ({self.bytes} bytes), {self.refs} refs and "
@@ -73,6 +78,11 @@ class FsckReport:
         for rid, ids in sorted(self.affected_runs.items()):
             lines.append(f"run {rid} is damaged: depends on {', '.join(i[:12] for i in ids)}")
         lines += self.index_problems
+        lines += self.remote_problems
+        for name, n in sorted(self.remote_only.items()):
+            how = "" if self.remote_checked else " (as recorded; not checked with the remote)"
+            lines.append(f"{n} object(s) are on remote {name} only{how}: a records-only pull left them there, "
+                         "loads fetch them (not damage)")
         if self.interrupted:
             lines.append(f"interrupted runs (cut short by a killed process, not damage): "
                          f"{', '.join(map(str, self.interrupted))}")
@@ -114,6 +124,7 @@ class _Scan:
     produced: dict = field(default_factory=dict)  # artifact -> rid
     tags: dict = field(default_factory=dict)  # name -> rid
     record_rid: dict = field(default_factory=dict)  # record id -> rid (the record/ index)
+    remote: dict = field(default_factory=dict)  # remotes, and objects pulls left on them (terra.remote.left)
     uuid: str | None = None
     committed: int | None = None
     damaged: list = field(default_factory=list)  # damaged ref keys
@@ -222,10 +233,13 @@ def _parse(sc: _Scan, k: bytes, v: bytes) -> None:
     elif k.startswith(b"lease/"):
         if not isinstance(R.unpack(v), dict):
             raise ValueError("bad lease")
-    # Other kinds (meta/, remote/...) need only their checksum, already verified.
+    elif k.startswith(b"remote"):
+        sc.remote[k] = v
+    # Other kinds (meta/...) need only their checksum, already verified.
 
 
-def fsck(store: Store | None = None, progress: Progress | None = None, repair: bool = False) -> FsckReport:
+def fsck(store: Store | None = None, progress: Progress | None = None, repair: bool = False,
+         check_remotes: bool = True) -> FsckReport:
     """Verify the whole store; optionally rebuild damaged indexes from the run records.
 
     Args:
@@ -234,13 +248,16 @@ def fsck(store: Store | None = None, progress: Progress | None = None, repair: b
         repair: rebuild the indexes (run, task, cache, edge, produced entries and the
             committed counter) from the verified records, then check again. Records and
             objects are never deleted.
+        check_remotes: objects missing here that a records-only pull left on a configured
+            remote are not damage; confirm that the remote still has them (one LIST per
+            object directory asked about). False trusts the store's records of its pulls.
 
     Returns:
         A :class:`FsckReport` (after repair: of the repaired store, with ``repaired``
         listing each change); ``report.ok`` is False when damage was found.
     """
     store = store or _store()
-    rep, sc = _check(store, progress)
+    rep, sc = _check(store, progress, check_remotes)
     if not repair or rep.ok:
         return rep
     if sc.unreadable:
@@ -249,12 +266,12 @@ def fsck(store: Store | None = None, progress: Progress | None = None, repair: b
                                   "record could be read; copy what loads to a new store")
         return rep
     changes = _repair(store, sc)
-    after, _ = _check(store, progress)
+    after, _ = _check(store, progress, check_remotes)
     after.repaired = changes
     return after
 
 
-def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
+def _check(store: Store, progress, check_remotes: bool = True) -> tuple[FsckReport, _Scan]:
     t0 = time.time()
     rep, sc = FsckReport(), _Scan()
     try:
@@ -347,11 +364,28 @@ def _check(store: Store, progress) -> tuple[FsckReport, _Scan]:
         if _record_of(sc, rid) is not None:
             problems.append(f"run {rid} has a record but no run entry")
 
+    if missing and sc.remote:
+        _remote_only(rep, sc, missing, affected, check_remotes)
     rep.corrupt = sorted(o.hex() for o in sc.corrupt)
     rep.missing = sorted(o.hex() for o in missing)
     rep.affected_runs = {rid: sorted(o.hex() for o in bad) for rid, bad in sorted(affected.items())}
     rep.duration = time.time() - t0
     return rep, sc
+
+
+def _remote_only(rep: FsckReport, sc: _Scan, missing: set, affected: dict, check: bool) -> None:
+    """Set apart the missing objects a configured remote holds for this store (pulled records only)."""
+    from .remote.left import classify
+
+    found = classify(sc.remote, missing, check)
+    rep.remote_only = {name: len(ids) for name, ids in found.held.items()}
+    rep.remote_checked = check
+    rep.remote_problems = found.problems
+    missing -= found.excused
+    for rid in list(affected):
+        affected[rid] -= found.excused
+        if not affected[rid]:
+            del affected[rid]
 
 
 def _confirmed(sc: _Scan, key: bytes, rid: int, raw: bytes, runs: dict | None = None) -> bool:

@@ -10,7 +10,9 @@ and what runs in progress hold: the artifacts they were given (``holds`` in
 their ref) and every id they have written or are about to write
 (``hold/<run><id>`` keys, put in the short-lived state by
 :meth:`Store.holding` *before* the bytes are written). A run's holds stay
-until its record is committed.
+until its record is committed. A pull holds what it fetches or finds here the
+same way, under the first run id it reserves, until its records are committed
+(``terra.remote.pull``).
 
 Runs do not depend on the grace period. The sweep runs in write
 transactions, which serialize with a run's commit; inside each one it reads
@@ -265,6 +267,8 @@ def gc(grace_period: float = DEFAULT_GRACE, dry_run: bool = False, progress: Pro
     # writer keeps its old children even if the writer skipped re-storing them.
     recent = {oid for oid, _, t in listing if t >= cutoff and oid not in live}
     kept, _ = reachable(store, recent, progress, marked=set(live))
+    with store.state_refs() as state:  # a hold names what a writer is about to write: its absence is no damage
+        missing -= {ObjectId(k[-16:]) for k, _ in _holds(state)}
     stats.missing = len(missing)
     doomed: list[ObjectId] = []
     for oid, size, t in listing:

@@ -18,7 +18,7 @@ import time
 from . import runs as R
 from .store import Store, hold_key
 
-__all__ = ["begin", "committed_counter", "end", "leases", "wait"]
+__all__ = ["begin", "committed_counter", "drop_dead", "end", "leases", "wait"]
 
 
 def begin(txn, t, key: bytes, use_cache: bool, lease_seconds: float, committed: int, holds=()):
@@ -146,3 +146,40 @@ def _renew(txn, key: bytes, run_id: int, seconds: float) -> None:
 
 
 leases = _Leases()
+
+
+def drop_dead(store: Store, key: bytes, wait: float = 0.0) -> bool:
+    """Drop the lease on ``key`` if its holder is a process of this host that is gone.
+
+    For a driver told by its executor that a worker died: the dead run's lease goes now,
+    not when the next identical call takes it over (its running ref stays, and reads as
+    interrupted, as after a takeover). Executors may report a death while the process is
+    still exiting: ``wait`` is how long to wait for a holder of this host to be gone.
+    Returns whether a lease was dropped.
+    """
+    deadline = time.time() + wait
+    delay = 0.01
+
+    def holder() -> dict | None:
+        with store.state_refs() as txn:
+            raw = txn.get(R.k_lease(key))
+        info = R.unpack(raw) if raw is not None else None
+        return info if info is not None and info.get("host") == R.HOST else None
+
+    def drop(txn) -> bool:  # the same lease, still held by the same dead process
+        raw = txn.get(R.k_lease(key))
+        if raw is None or R.unpack(raw) != info:
+            return False
+        txn.delete(R.k_lease(key))
+        return True
+
+    while True:
+        info = holder()
+        if info is None:
+            return False
+        if not R.alive(info.get("host"), info.get("pid")):
+            return store.update_state(drop)
+        if time.time() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)

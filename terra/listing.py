@@ -18,7 +18,7 @@ from . import runs as R
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
-__all__ = ["RunRow", "fill_details", "iso_time", "iter_rows", "list_runs", "page_of_runs", "run_tags", "scalars_of"]
+__all__ = ["RunRow", "consumers", "fill_details", "iso_time", "iter_rows", "list_runs", "page_of_runs", "run_tags", "scalars_of"]
 
 DAMAGED = "damaged"
 
@@ -81,6 +81,23 @@ def run_tags(store: Store) -> dict[int, list[str]]:
             except (UnicodeDecodeError, TypeError):
                 continue
     return out
+
+
+def consumers(store: Store, run_id: int, artifact: bytes | None = None) -> list[int]:
+    """Runs that took ``run_id``'s outputs as inputs, sorted.
+
+    Args:
+        store: the store to read.
+        run_id: the producing run.
+        artifact: only the runs that used this output (its object id), if given.
+
+    Returns:
+        Consumer run ids, each once.
+    """
+    prefix = b"edge/p/" + R.rid8(run_id)  # edge/p/<producer:8><consumer:8><artifact>
+    with store.refs() as txn:
+        return sorted({int.from_bytes(k[15:23], "big") for k, _ in txn.scan(prefix)
+                       if artifact is None or bytes(k[23:]) == bytes(artifact)})
 
 
 def _is_scalar(v) -> bool:

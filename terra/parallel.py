@@ -273,6 +273,7 @@ class _Driver:
         self.pending: set[cf.Future] = set()
         self.summaries: list = []
         self.pushed: set[int] = set()
+        self.reaping: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._remote: tuple | None = None
         self._code: dict | None = None
@@ -337,9 +338,26 @@ class _Driver:
         try:
             done = ef.result()
         except BaseException as e:  # noqa: BLE001 - the executor's own failure (a worker died, say)
+            self._dead_lease(call)
             f.set_exception(e)
             return
         self._settle(call, done, f)
+
+    def _dead_lease(self, call: Call) -> None:
+        """A call that failed in the executor: drop its lease once the process of this host holding it is gone.
+
+        On a thread of its own: the executor may report a worker's death while the process is
+        still exiting, and this callback may run on the executor's own thread.
+        """
+        t = threading.Thread(target=_drop_dead_lease, args=(self.store, call.key), daemon=True,
+                             name="terra-dead-lease")
+        t.start()
+        self.reaping.append(t)
+
+    def settle(self) -> None:
+        """Wait until the leases of calls that died in the executor are dropped (or found alive)."""
+        for t in self.reaping:
+            t.join(DEAD_LEASE_WAIT + 1)
 
     def _settle(self, call: Call, done: Done, f: cf.Future) -> None:
         try:
@@ -388,6 +406,19 @@ class _Driver:
     def cancel(self) -> None:
         for ef in list(self.pending):
             ef.cancel()
+
+
+#: Seconds a driver waits for a worker its executor reported dead to be gone, before it drops its lease.
+DEAD_LEASE_WAIT = 5.0
+
+
+def _drop_dead_lease(store, key: bytes) -> None:
+    from .leases import drop_dead
+
+    try:
+        drop_dead(store, key, wait=DEAD_LEASE_WAIT)
+    except Exception:  # noqa: BLE001 - the call's own failure is what its future reports
+        pass
 
 
 def _executor(executor):
@@ -476,6 +507,7 @@ def _completed(t: Task, calls: list, executor, ordered: bool) -> Iterator[Any]:
             raise
         finally:
             batch += d.summaries
+            d.settle()
         if failed is not None:
             futures[failed].result()
 

@@ -439,8 +439,25 @@ def alive(host, pid, expires=None) -> bool:
             return False
         except PermissionError:
             return True
-        return True
+        return not _zombie(int(pid))
     return expires is None or expires > time.time()
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for its parent to reap it (Linux ``/proc``; False elsewhere).
+
+    A worker that died answers signal 0 until its parent (a process pool, Dask's nanny) joins
+    it, and the executor reports the death before that.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:  # reaped meanwhile, where there is a /proc
+        return os.path.exists("/proc/self/stat")
+    except OSError:
+        return False
+    end = stat.rfind(b")")  # the command name, in parentheses, may hold anything
+    return stat[end + 2 : end + 3] == b"Z"
 
 
 def get_meta(run_id: int, store: Store | None = None) -> dict:

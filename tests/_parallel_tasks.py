@@ -70,3 +70,16 @@ def elsewhere(storage_dir: str) -> None:
 def size(p):
     with open(p, "rb") as f:
         return len(f.read())
+
+
+@terra.task
+def die_beside(x, marks):
+    """x == 3 dies once the other call is running (its worker is then terminated with the broken pool)."""
+    if x == 3:
+        deadline = time.time() + 60
+        while not os.listdir(marks) and time.time() < deadline:
+            time.sleep(0.01)
+        os._exit(7)
+    open(os.path.join(marks, str(x)), "w").close()
+    time.sleep(60)
+    return x

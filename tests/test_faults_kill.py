@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import terra
-from _fault_tasks import big
+from _closure import closure
+from _fault_tasks import big, small
 from terra import runs as R
-from terra.objects import ObjectId, references
+from terra.objects import ObjectId
 
 VICTIM = r'''
 import os, sys, time
@@ -50,15 +51,6 @@ while True:
 '''
 
 
-def _resolve(store, root: ObjectId) -> None:
-    seen, stack = set(), [root]
-    while stack:
-        oid = stack.pop()
-        if oid not in seen:
-            seen.add(oid)
-            stack.extend(references(store.get(oid)))
-
-
 def _check_no_partial_state(store) -> tuple[int, int]:
     """Every committed run and raw ref resolves; runs without a record are interrupted.
 
@@ -73,7 +65,7 @@ def _check_no_partial_state(store) -> tuple[int, int]:
     committed = {rid for rid, ref in refs if ref.get("record")}
     for rid, ref in refs:
         if ref.get("record"):
-            _resolve(store, ObjectId(ref["record"]))
+            closure(store, ObjectId(ref["record"]))
         else:
             assert R.live_status(ref, ref) == "interrupted", (rid, ref)
             cut += 1
@@ -109,9 +101,11 @@ def _trials(store, tmp_path, subprocess_env, n: int, seed: int) -> dict:
         before = runs
         report = terra.fsck()
         assert report.ok, str(report)
-        # The next writer: the call the victim was computing, at once (no waiting on its lease).
+        # The next writer: the calls the victim was computing (big or small), at once (no waiting
+        # on its lease).
         t0 = time.monotonic()
         out = big(current)
+        assert small(current) == 3 * current
         figures["next_write_max_s"] = max(figures["next_write_max_s"], time.monotonic() - t0)
         np.testing.assert_array_equal(out.load(), np.random.default_rng(current).random(3_000_000))
         with store.state_refs() as txn:

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 import terra
+from _closure import closure
 from terra import demo
 from terra import runs as R
 from terra.errors import NotFound, TerraError
 from terra.gc import StoreBusy
 from terra.io import Artifact
-from terra.objects import Blob, ObjectId, Tree, references
+from terra.objects import Blob, ObjectId, Tree
 from terra.retention import RemovalRefused, RunInUse, RunPinned, tags
 
 
@@ -57,13 +58,7 @@ def _reachable(store) -> set[ObjectId]:
             e = R.unpack_entry(v[8:])
             if isinstance(e, ObjectId):
                 roots.append(e)
-    seen: set[ObjectId] = set()
-    while roots:
-        oid = roots.pop()
-        if oid not in seen:
-            seen.add(oid)
-            roots.extend(references(store.get(oid)))
-    return seen
+    return closure(store, *roots)
 
 
 def _sizes(store) -> dict[ObjectId, int]:
@@ -386,12 +381,7 @@ def test_gc_concurrent_with_a_writer(store, tmp_path):
     for rid in runs:  # every committed record resolves completely
         ref = R.run_ref(store, rid)
         assert ref["status"] == "success"
-        seen, stack = set(), [ObjectId(ref["record"])]
-        while stack:
-            oid = stack.pop()
-            if oid not in seen:
-                seen.add(oid)
-                stack.extend(references(store.get(oid)))
+        closure(store, ObjectId(ref["record"]))
     assert _load_all(store) > 0
     report = terra.fsck()
     assert report.ok, str(report)

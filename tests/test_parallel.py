@@ -200,16 +200,10 @@ def test_map_on_executor(kind, tmp_path, python, subprocess_env):
         died = {int(r["run_id"]): r["status"] for r in _runs("_parallel_tasks:die")}
         assert sorted(died.values()).count("success") == 5
         assert list(died.values()).count("interrupted") == 1
-        # The dead worker's lease (if the driver saw the death first) names a process that is gone,
-        # so the next identical call takes it over at once.
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with current_store().state_refs() as txn:
-                held = [R.unpack(v) for _, v in txn.scan(b"lease/")]
-            if not any(R.alive(h["host"], h["pid"], h["expires"]) for h in held):
-                break
-            time.sleep(0.1)
-        assert len(held) <= 1 and not any(R.alive(h["host"], h["pid"], h["expires"]) for h in held)
+        # The dead worker's lease went when Dask reported its death: no identical call had to take it over.
+        with current_store().state_refs() as txn:
+            held = [R.unpack(v) for _, v in txn.scan(b"lease/")]
+        assert held == []
 
 
 def test_ctrl_c_cancels_pending_calls_and_leaves_no_lease(tmp_path, python, subprocess_env):
@@ -387,10 +381,29 @@ def test_a_dying_worker_on_a_process_pool(store):
             die.map([2, 3, 4], executor=pool)
     status = {int(r): s for r, s in zip(terra.get_runs(task=die)["run_id"], terra.get_runs(task=die)["status"])}
     assert sorted(status.values()).count("interrupted") == 1 and list(status.values()).count("success") >= 2
+    with store.state_refs() as txn:  # the dead worker's lease went with the pool's report of its death
+        assert [R.unpack(v)["run_id"] for _, v in txn.scan(b"lease/")] == []
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
         c = Counting(pool)
         assert die.map([0, 1, 2, 4], executor=c) == [0, 1, 2, 4]
         assert c.n == 4 - sum(s == "success" for s in status.values())  # only what was missing ran
+
+
+def test_a_dying_worker_breaks_the_pool_and_no_lease_stays(store, tmp_path):
+    """The pool terminates the other worker too, after it reports both calls failed: both leases go."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from _parallel_tasks import die_beside
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        with pytest.raises(BrokenProcessPool):
+            die_beside.map([3, 4], [str(marks)] * 2, executor=pool)
+    assert os.listdir(marks) == ["4"]  # the other call was running when the pool broke
+    assert sorted(terra.get_runs(task=die_beside)["status"]) == ["interrupted", "interrupted"]
+    with store.state_refs() as txn:
+        assert [R.unpack(v)["run_id"] for _, v in txn.scan(b"lease/")] == []
 
 
 def test_worker_finds_the_store_at_its_own_configured_path(tmp_path):
@@ -427,3 +440,21 @@ def test_file_arguments_travel_keyed_by_content(store, tmp_path):
         assert size.map(files, executor=c) == [0, 1, 2] and c.n == 3  # keyed by the driver: hits
         files[1].write_bytes(b"changed")
         assert size.map(files, executor=c) == [0, 7, 2] and c.n == 4  # the changed file alone runs again
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="a zombie is told by /proc")
+def test_a_dead_worker_not_reaped_yet_is_not_alive(python):
+    """Executors report a worker's death before they reap it: its lease must read as dead already."""
+    child = subprocess.Popen([python, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert R.alive(R.HOST, child.pid)
+        child.stdin.close()  # it exits; nobody waits for it yet: a zombie
+        deadline = time.time() + 30
+        while time.time() < deadline and R.alive(R.HOST, child.pid):
+            time.sleep(0.01)
+        assert not R.alive(R.HOST, child.pid)
+        with open(f"/proc/{child.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"  # not reaped: only the zombie rule saw it die
+    finally:
+        child.wait()
+    assert not R.alive(R.HOST, child.pid)

@@ -59,6 +59,16 @@ def test_downstream(iris):
     assert list(terra.provenance(4, downstream=True).runs) == [4]
 
 
+def test_consumers_of_a_run_and_of_one_output(iris, store):
+    from terra.listing import consumers
+    from terra.objects import ObjectId
+
+    assert consumers(store, 1) == [2, 3, 4] and consumers(store, 2) == [3, 4] and consumers(store, 4) == []
+    assert consumers(store, 2, ObjectId.from_hex(iris["test"])) == [4]
+    assert consumers(store, 2, ObjectId.from_hex(iris["train"])) == [3]
+    assert consumers(store, 1, ObjectId.from_hex(iris["weights"])) == []  # not one of run 1's outputs
+
+
 def test_shared_runs_across_pipelines(iris):
     # A second pipeline reuses the cached download (run 1) and adds runs 5-7.
     data = demo.download_iris(demo.IRIS_CSV)

@@ -74,6 +74,8 @@ def range_indexes(draw, n):
     odd = draw(st.integers(0, abs(step) - 1)) if n and draw(st.booleans()) else 0
     stop = start + step * n - (odd if step > 0 else -odd)
     if not (I64_MIN <= stop <= I64_MAX and I64_MIN <= start + step * n <= I64_MAX):
+        if not I64_MIN <= step * n <= I64_MAX:  # a huge step: even from 0 it leaves int64
+            step = 1
         start, stop = 0, step * n
     return pd.RangeIndex(start, stop, step, name=draw(names))
 

@@ -196,6 +196,31 @@ def test_column_buffers_are_shared_between_versions(store):
     assert added <= 5  # new b buffer + b array + schema-less frame tree, not a copy of "a"
 
 
+def test_frame_buffers_are_read_in_one_batch(store, monkeypatch):
+    """Every column's buffers (dictionaries too) come from one read, which the store can spread
+    over all cores; each buffer is still its own fresh array, so no column aliases another."""
+    df = rich_frame(40)
+    oid = store_value(store, df)
+    batches = []
+    real = type(store).read_payloads
+
+    def counting(self, oids, check=None):
+        oids = list(oids)
+        batches.append(len(oids))
+        return real(self, oids, check)
+
+    monkeypatch.setattr(type(store), "read_payloads", counting)
+    back = load_value(store, oid)
+    assert_same(back, df)
+    # Schemas and the column labels (an Index value of its own) in small reads, every buffer
+    # of the frame's 17 columns in one.
+    big = [b for b in batches if b > 3]
+    assert len(big) == 1 and big[0] >= 20, batches
+    back.loc["row1", "i"] = -5  # writable, and only that cell changed
+    assert back["i"].tolist() == [0, -5] + list(range(2, 40))
+    assert_same(load_value(store, oid), df)
+
+
 def test_schema_cache_tells_apart_equal_looking_structures(store):
     # Equal dtypes (CategoricalDtype compares values) and equal labels (1 == True) must not
     # share a memoized Arrow schema.

@@ -176,6 +176,67 @@ class StoreConformance:
         with pytest.raises(CorruptObject):
             store.read_payload(tid)
 
+    @staticmethod
+    def _payload_kinds(store, rng) -> dict:
+        """One payload of every stored form: raw and compressed, small and large, blob and chunked."""
+        data = {
+            "empty": np.zeros(0, np.uint8),
+            "tiny": np.frombuffer(b"abc", np.uint8),
+            "raw blob": rng.integers(0, 256, 300_000, dtype=np.uint8),
+            "small zstd blob": np.zeros(20_000, np.uint8),
+            "zstd blob": (np.arange(500_000) % 251).astype(np.uint8),
+            "raw chunked": rng.integers(0, 256, 2 * CHUNK_SIZE + 7, dtype=np.uint8),
+            "zstd chunked": (np.arange(2 * CHUNK_SIZE + 7) % 253).astype(np.uint8),
+        }
+        return {k: (store.put_payload("raw", {"k": k}, v).id, v) for k, v in data.items()}
+
+    @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+    def test_read_payloads_returns_fresh_verified_copies(self, store, rng, monkeypatch, parallel):
+        from terra.store import _store
+
+        monkeypatch.setattr(_store, "_PARALLEL_READ_WORK", 0 if parallel else 1 << 62)
+        kinds = self._payload_kinds(store, rng)
+        sizes = self.sizes(store)
+        assert sizes[kinds["small zstd blob"][0]] < 1000 and sizes[kinds["zstd blob"][0]] < 100_000
+        ids = [oid for oid, _ in kinds.values()] * 2  # an id asked twice gets two copies
+        got = store.read_payloads(ids)
+        assert len(got) == len(ids)
+        for (head, out), (k, (oid, want)) in zip(got, list(kinds.items()) * 2):
+            assert head.meta == {"k": k} and out.dtype == np.uint8
+            np.testing.assert_array_equal(out, want)
+            assert out.flags.writeable and out.flags.c_contiguous
+        for i, (_, a) in enumerate(got):  # no two results share memory: each is the caller's own
+            for _, b in got[i + 1 :]:
+                assert not np.shares_memory(a, b)
+        got[2][1][:] = 0  # writing a result changes neither the store nor the other copy
+        np.testing.assert_array_equal(store.read_payload(ids[2])[1], kinds["raw blob"][1])
+        np.testing.assert_array_equal(got[2 + len(kinds)][1], kinds["raw blob"][1])
+
+    @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+    @pytest.mark.parametrize("victim", ["raw blob", "small zstd blob", "zstd blob", "raw chunked", "zstd chunked"])
+    def test_read_payloads_detects_a_flipped_byte_in_any(self, store, rng, monkeypatch, parallel, victim):
+        from terra.store import _store
+
+        monkeypatch.setattr(_store, "_PARALLEL_READ_WORK", 0 if parallel else 1 << 62)
+        kinds = self._payload_kinds(store, rng)
+        oid = kinds[victim][0]
+        named = store.get(oid).chunks[-1] if victim.endswith("chunked") else oid
+        self._flip(store.backend, named, 0.7)
+        with pytest.raises(CorruptObject, match=str(named)):
+            store.read_payloads([i for i, _ in kinds.values()])
+
+    def test_read_payloads_missing_chunk_before_allocating(self, store, rng, monkeypatch):
+        kinds = self._payload_kinds(store, rng)
+        oid = kinds["raw chunked"][0]
+        chunk = store.get(oid).chunks[1]
+        store.delete([chunk])
+        allocated = []
+        real_empty = np.empty
+        monkeypatch.setattr(np, "empty", lambda n, *a, **kw: allocated.append(n) or real_empty(n, *a, **kw))
+        with pytest.raises(NotFound, match=str(chunk)):
+            store.read_payloads([oid])
+        assert 2 * CHUNK_SIZE + 7 not in allocated
+
     # -- has / delete / iterate -------------------------------------------------------
 
     def test_has_delete_iter(self, store):

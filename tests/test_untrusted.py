@@ -303,6 +303,55 @@ def test_chunked_must_fit_its_chunk_count(store, size, nchunks):
     assert oid.hex() in rep.corrupt and not rep.ok
 
 
+def test_chunked_claiming_more_than_its_chunks_hold_allocates_nothing(store, monkeypatch):
+    """A chunk list claiming 4 GiB of 10-byte chunks is refused from the chunks' stored sizes,
+    before a buffer of the claimed size is asked for."""
+    pairs = split_payload("bytes", {"type": "bytes"}, np.arange(CHUNK_SIZE + 10, dtype=np.uint8))
+    store.put_many(pairs[:-1])
+    small = pairs[1][0]  # the 10-byte tail chunk
+    oid = store.put(Chunked("bytes", {"type": "bytes"}, 1024 * CHUNK_SIZE, (small,) * 1024)).id
+    asked = []
+    real_empty = np.empty
+
+    def empty(n, *a, **kw):
+        asked.append(n)
+        if isinstance(n, int) and n >= 1 << 30:
+            raise MemoryError("the test refuses to allocate this")
+        return real_empty(n, *a, **kw)
+
+    monkeypatch.setattr(np, "empty", empty)
+    with pytest.raises(CorruptObject, match=str(small)):
+        store.read_payload(oid)
+    with pytest.raises(CorruptObject, match=oid.hex()):
+        load_value(store, oid)
+    assert max([n for n in asked if isinstance(n, int)], default=0) < 1 << 30
+
+
+def test_frame_column_pointing_at_a_large_buffer_allocates_nothing(store, monkeypatch):
+    """An 8-row column whose data entry names a 16 MB buffer is refused from the buffer's
+    header, before 16 MB are allocated for it."""
+    pd = pytest.importorskip("pandas")
+    from terra.objects import Tree
+
+    big = store.get(store_value(store, pd.DataFrame({"f": np.arange(2_000_000.0)})))
+    large = store.get(big.entries[2]).entries[1]  # the 16 MB float64 buffer
+    small = store.get(store_value(store, pd.DataFrame({"f": np.arange(8.0)})))
+    col = store.get(small.entries[2])
+    crafted = store.put(Tree(col.type, (col.entries[0], large), col.meta)).id
+    oid = store.put(Tree(small.type, small.entries[:2] + (crafted,), small.meta)).id
+    asked = []
+    real_empty = np.empty
+
+    def empty(n, *a, **kw):
+        asked.append(n)
+        return real_empty(n, *a, **kw)
+
+    monkeypatch.setattr(np, "empty", empty)
+    with pytest.raises(CorruptObject, match="has 16000000 bytes, the array needs 64"):
+        load_value(store, oid)
+    assert max([n for n in asked if isinstance(n, int)], default=0) < 16_000_000
+
+
 # -- 10.2: bombs and lengths ---------------------------------------------------------------
 
 

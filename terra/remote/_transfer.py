@@ -22,6 +22,7 @@ class TransferResult:
     Attributes:
         remote, url: where. runs: runs transferred; runs_skipped: already there.
         objects, bytes: objects and bytes transferred; objects_skipped: already there.
+        objects_left: payloads a records-only pull left on the remote (fetched when loaded).
         seconds: wall time. records: record ids (32 hex) transferred. run_ids: local ids (pull).
     """
 
@@ -33,6 +34,7 @@ class TransferResult:
     objects: int = 0
     objects_skipped: int = 0
     bytes: int = 0
+    objects_left: int = 0
     seconds: float = 0.0
     records: list = field(default_factory=list)
     run_ids: list = field(default_factory=list)
@@ -55,9 +57,10 @@ class TransferResult:
             return (f"{what}: {self.remote} already has all {self.runs_skipped} run(s)"
                     if self.direction == "push" else f"{what}: all {self.runs_skipped} run(s) are here already")
         mb = self.bytes / 1e6
+        left = f"; {self.objects_left} payload(s) left on the remote, fetched when loaded" if self.objects_left else ""
         return (f"{verb} {self.runs} run(s), {self.objects} object(s), {mb:.1f} MB {prep} {self.remote} "
                 f"in {self.seconds:.2f} s ({self.runs_skipped} run(s), {self.objects_skipped} object(s) "
-                "already there)")
+                f"already there{left})")
 
 
 def index_prefix(remote_uuid: str) -> bytes:

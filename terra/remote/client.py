@@ -173,6 +173,10 @@ class Client:
         """
         _parallel(self.get, paths, sink)
 
+    def list_each(self, prefixes: list[str], sink) -> None:
+        """Parallel LISTs handing each result to ``sink(index, [(path, size), ...])`` as it arrives."""
+        _parallel(self.list, prefixes, sink)
+
     def _error(self, what: str, path: str, e: BaseException) -> RemoteError:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return RemoteError(f"remote {self.url}: cannot {what} {path}: {first}")

@@ -29,6 +29,7 @@ from ._transfer import DATA_MIN, TransferResult, check
 from .client import client
 from .config import get_remote
 from .errors import RemoteCorrupt, RemoteError
+from .left import record as record_left
 
 __all__ = ["fetch_missing", "pull"]
 
@@ -90,38 +91,47 @@ def pull(runs=None, remote: str | None = None, tag: str | None = None, all: bool
         for o in m.objects:
             if o not in data:
                 needed.setdefault(o, m.record)
-    todo = [o for o, present in zip(needed, store.backend.has_many(list(needed))) if not present]
-    result.objects_skipped = len(needed) - len(todo)
-    staged = _Staged(store)
-    try:
-        refs = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}", staged)
-        # A manifest must list everything its run needs: never ingest a run with holes in it.
-        left = skipped_data(manifests, records_only)
-        dangling = [r for r in refs if r not in needed and r not in left]
-        for r, present in zip(dangling, store.backend.has_many(dangling)):
-            if not present:
-                raise RemoteCorrupt(f"remote {name} ({url}): object {r.hex()} is referred to but listed by no "
-                                    f"manifest of the runs pulled (run {refs[r].hex()}); nothing was pulled")
-        result.objects = len(staged)
-        result.bytes = staged.size
-        records = {}
-        for rec, m in manifests.items():
-            obj = staged.records.get(rec)
-            if obj is None and rec not in staged.mem and rec not in staged.files:
-                obj = store.get(rec)  # here already (an earlier pull stopped before its commit)
-            if not isinstance(obj, Run):
-                raise RemoteCorrupt(f"remote {name} ({url}): run manifest {rec.hex()} names an object that is "
-                                    "not a run record")
-            records[rec] = dict(obj.fields)
-            _agree(m, records[rec], name, url)
+    left = skipped_data(manifests, records_only)
+    order = _topological(manifests)
+    # Held from gc before anything here is relied on (the has_many below) or written.
+    with _Intake(store, name, len(order), [*needed, *left]) as intake:
+        here = intake.here(needed)
+        todo = [o for o in needed if o not in here]
+        result.objects_skipped = len(needed) - len(todo)
+        staged = _Staged(store)
+        try:
+            refs = _fetch(cl, name, todo, progress, lambda o: f"listed by run {needed[o].hex()}", staged)
+            # A manifest must list everything its run needs: never ingest a run with holes in it.
+            dangling = [r for r in refs if r not in needed and r not in left]
+            if dangling:
+                intake.hold(dangling)
+            here = intake.here(dangling)
+            for r in dangling:
+                if r not in here:
+                    raise RemoteCorrupt(f"remote {name} ({url}): object {r.hex()} is referred to but listed by "
+                                        f"no manifest of the runs pulled (run {refs[r].hex()}); nothing was pulled")
+            result.objects = len(staged)
+            result.bytes = staged.size
+            records = {}
+            for rec, m in manifests.items():
+                obj = staged.records.get(rec)
+                if obj is None and rec not in staged.mem and rec not in staged.files:
+                    obj = store.get(rec)  # here already (an earlier pull stopped before its commit)
+                if not isinstance(obj, Run):
+                    raise RemoteCorrupt(f"remote {name} ({url}): run manifest {rec.hex()} names an object that "
+                                        "is not a run record")
+                records[rec] = dict(obj.fields)
+                _agree(m, records[rec], name, url)
 
-        # Ingest: objects, then every pulled run's refs in one commit.
-        order = _topological(manifests)
-        for batch in staged.batches():
-            store.backend.put_many(batch, durable=False)
-    finally:
-        staged.close()
-    result.run_ids = _commit_runs(store, order, manifests, records)
+            # Ingest: objects, then every pulled run's refs in one commit.
+            for batch in staged.batches():
+                store.backend.put_many(batch, durable=False)
+        finally:
+            staged.close()
+        here = intake.here(left)
+        away = [o for o in left if o not in here]
+        result.objects_left = len(away)
+        result.run_ids = _commit_runs(store, order, manifests, records, intake.first, (info["uuid"], url, away))
     result.runs = len(order)
     result.records = [r.hex() for r in order]
     if tag is not None:
@@ -154,6 +164,103 @@ def _select(cl, runs, tag, all_) -> list[ObjectId]:
                            " (give a record id or a unique prefix of at least 4 hex characters)")
         out.append(ObjectId(bytes.fromhex(hits[0])))
     return out
+
+
+class _Intake:
+    """A pull in progress as gc sees a run in progress: from before it relies on or writes anything
+    until its records are committed.
+
+    One short-lived transaction reserves the local run ids the pulled runs will get, puts a
+    running entry for this process under the first (renewed as a run's is) and holds every id
+    the pull may write or find here (``hold/`` keys, as :meth:`Store.holding` puts them). A gc
+    marking before that transaction has a lower counter, so its sweep finds these runs once
+    committed; one marking after it finds them held, or already committed. Either way nothing
+    they need is deleted, whatever the grace period.
+    """
+
+    def __init__(self, store: Store, remote: str, n: int, oids: list):
+        self.store, self.remote, self.n, self.oids = store, remote, n, oids
+        self.first: int | None = None
+
+    def __enter__(self) -> "_Intake":
+        import os
+        import time
+
+        from ..config import get_config
+        from ..leases import committed_counter, leases
+        from ..store import hold_key
+
+        if not self.n:
+            return self
+        committed = committed_counter(self.store)  # read first: never take the durable lock inside the state's
+        seconds = get_config().lease_seconds
+        now = time.time()
+
+        def begin(txn):
+            counter = txn.get(R.K_COUNTER)
+            first = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
+            txn.put(R.K_COUNTER, R.rid8(first + self.n - 1))
+            txn.put(R.k_run(first), R.pack({
+                "status": "running", "task": "pull", "identity": "terra.pull", "pull": self.remote,
+                "start_time": now, "pid": os.getpid(), "host": R.HOST, "expires": now + seconds, "record": None}))
+            for oid in self.oids:
+                txn.put(hold_key(first, oid), b"")
+            return first
+
+        self.first = self.store.update_state(begin)
+        leases.hold(self.store, _RENEW, self.first, seconds)
+        return self
+
+    def hold(self, oids) -> None:
+        """Hold more ids, before relying on them."""
+        from ..store import hold_key
+
+        def put(txn):
+            for oid in oids:
+                txn.put(hold_key(self.first, oid), b"")
+        self.store.update_state(put)
+
+    def here(self, oids) -> set:
+        """Those of the held ``oids`` stored here, and sure to stay until the commit.
+
+        Found with ``has_many``, then touched: a write serializes with gc's deletes, so a
+        delete whose check for holds ran before ours were written, and that removed an id
+        after ``has_many`` read it, is seen here; that id is then not here (it is fetched).
+        """
+        oids = list(oids)
+        if not oids:
+            return set()
+        present = [o for o, p in zip(oids, self.store.backend.has_many(oids)) if p]
+        touched = self.store.backend.put_many([(o, None) for o in present], durable=False) if present else []
+        return {o for o, r in zip(present, touched) if r is not None}
+
+    def __exit__(self, exc_type, *exc) -> bool:
+        from ..leases import leases
+        from ..store import hold_key
+
+        first = self.first
+        if first is None:
+            return False
+        leases.release(self.store, _RENEW, first)
+
+        def end(txn):
+            last = R.rid8(first + self.n - 1)
+            if exc_type is not None and txn.get(R.K_COUNTER) == last:  # nothing committed: give the ids back
+                txn.put(R.K_COUNTER, R.rid8(first - 1))
+            txn.delete(R.k_run(first))
+            for k in [k for k, _ in txn.scan(hold_key(first))]:
+                txn.delete(k)
+
+        try:
+            self.store.update_state(end)
+        except Exception:  # noqa: BLE001 - a failed pull's own error matters more; gc drops dead holds
+            if exc_type is None:
+                raise
+        return False
+
+
+#: The lease key under which the renewal thread keeps a pull's running entry fresh (no such lease exists).
+_RENEW = b"pull"
 
 
 class _Staged:
@@ -285,20 +392,10 @@ def _topological(manifests: dict) -> list[ObjectId]:
     return list(done)
 
 
-def _commit_runs(store: Store, order: list, manifests: dict, records: dict) -> list[int]:
-    from ..leases import committed_counter
-
+def _commit_runs(store: Store, order: list, manifests: dict, records: dict, first: int, left: tuple) -> list[int]:
+    """Commit the pulled runs' refs under the run ids reserved from ``first``, and the objects ``left`` on the remote."""
     if not order:
         return []
-    committed = committed_counter(store)
-
-    def reserve(txn):  # the next local run ids, as a task call would take them
-        counter = txn.get(R.K_COUNTER)
-        first = max(int.from_bytes(counter, "big") if counter else 0, committed) + 1
-        txn.put(R.K_COUNTER, R.rid8(first + len(order) - 1))
-        return first
-
-    first = store.update_state(reserve)
     ids = {rec: first + i for i, rec in enumerate(order)}
     produced = {rec: _produced(store, records[rec]) for rec in order}
 
@@ -329,6 +426,8 @@ def _commit_runs(store: Store, order: list, manifests: dict, records: dict) -> l
             for oid in produced[rec]:
                 if R.get_or_damaged(txn, R.k_produced(oid)) is None:
                     txn.put(R.k_produced(oid), R.rid8(rid))
+        if left[2]:
+            record_left(txn, *left)
         cur = txn.get(R.K_COMMITTED)
         last = first + len(order) - 1
         if cur is None or int.from_bytes(cur, "big") < last:
@@ -368,7 +467,9 @@ def _set_local_tag(store: Store, name: str, rec: ObjectId, remote_uuid: str) -> 
 def fetch_missing(store: Store, oid: ObjectId, remote: str | None = None) -> int:
     """Fetch ``oid`` and everything it refers to that is missing here, verified, from a remote.
 
-    For ``Artifact.load()`` after ``pull --records-only``. Returns how many objects came.
+    For ``Artifact.load()`` after ``pull --records-only``. Without ``remote``, each object
+    comes from a configured remote a records-only pull left it on (the default one first),
+    else from the default remote. Returns how many objects came.
 
     Raises:
         NotFound: no remote configured, or the remote lacks the object.
@@ -378,8 +479,6 @@ def fetch_missing(store: Store, oid: ObjectId, remote: str | None = None) -> int
 
     from ._transfer import read_raw
 
-    name, url = get_remote(remote, store)
-    cl = client(url)
     got: list[tuple[ObjectId, bytes]] = []
     seen: set = set()
     level = [ObjectId(oid)]
@@ -388,11 +487,15 @@ def fetch_missing(store: Store, oid: ObjectId, remote: str | None = None) -> int
         seen.update(level)
         local = read_raw(store, level)
         missing = [o for o, raw in zip(level, local) if raw is None]
-        raws = dict(zip(missing, cl.get_many([L.object_path(o) for o in missing])))
+        raws, where = {}, {}
+        for (name, url), oids in _sources(store, missing, remote).items():
+            for o, raw in zip(oids, client(url).get_many([L.object_path(o) for o in oids])):
+                raws[o], where[o] = raw, (name, url)
         nxt = []
         for o, raw in zip(level, local):
             if raw is None:
                 raw = raws[o]
+                name, url = where[o]
                 if raw is None:
                     raise NotFound(f"object {o.hex()} is neither here nor on remote {name} ({url})")
                 try:
@@ -413,6 +516,26 @@ def fetch_missing(store: Store, oid: ObjectId, remote: str | None = None) -> int
     if got:
         store.backend.put_many(got)
     return len(got)
+
+
+def _sources(store: Store, oids: list, remote: str | None) -> dict[tuple[str, str], list]:
+    """``{(name, url): ids}``: where to fetch each of ``oids`` from (see :func:`fetch_missing`)."""
+    from .config import default_remote
+    from .left import recorded
+
+    if not oids:
+        return {}
+    out: dict[tuple[str, str], list] = {}
+    if remote is not None:
+        out[get_remote(remote, store)] = list(oids)
+        return out
+    held = recorded(store, oids)
+    default = default_remote(store)
+    for o in oids:
+        names = held.get(bytes(o)) or []
+        name = default if default in names or not names else names[0]
+        out.setdefault(get_remote(name, store), []).append(o)
+    return out
 
 
 def _store() -> Store:

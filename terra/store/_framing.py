@@ -199,6 +199,9 @@ def content_size(key: bytes, z) -> int:
 
 
 _BYTEARRAY_MAX = 1 << 20  # larger buffers are numpy arrays: cheaper to fault in (see FACTS)
+# Reads copy this much, then hash it while it is in the core's L2 cache.
+HASH_WINDOW = 256 << 10
+_COPY_WHOLE = 1 << 20
 
 
 def decompress_into(key: bytes, z, out=None):
@@ -216,13 +219,13 @@ def decompress_into(key: bytes, z, out=None):
             import numpy as np
 
             if size > VERIFY_OVER:
-                _verify_streamed(key, z, size)
+                verify_streamed(key, z, size)
             out = np.empty(size, dtype=np.uint8)
     decompress_parts(key, z, [out])
     return out
 
 
-def _verify_streamed(key: bytes, z, size: int) -> None:
+def verify_streamed(key: bytes, z, size: int) -> None:
     """Check that a frame decompresses to ``size`` bytes hashing to ``key``, in bounded memory."""
     h = hasher()
     window = bytearray(_WINDOW)
@@ -243,8 +246,13 @@ def _verify_streamed(key: bytes, z, size: int) -> None:
         raise CorruptObject(f"object {key.hex()} is corrupt: its bytes do not match its id")
 
 
-def decompress_parts(key: bytes, z, outs) -> None:
+def decompress_parts(key: bytes, z, outs, h=None) -> None:
     """Decompress a zstd frame into the writable buffers ``outs``, filled in order.
+
+    With ``h`` (a hasher), each buffer is hashed once it is filled. (Unlike a
+    copy, decompression gains nothing from hashing window by window: zstd
+    writes straight into a buffer that takes the whole frame, and through
+    its own window buffer, ~5% slower, into a smaller one.)
 
     Raises:
         CorruptObject: the frame is damaged or its size is not the buffers' total.
@@ -262,8 +270,30 @@ def decompress_parts(key: bytes, z, outs) -> None:
                 if not n:
                     raise CorruptObject(f"object {key.hex()} is corrupt: truncated")
                 got += n
+            if h is not None:
+                h.update(view)
         # Bytes beyond the declared size mean the frame lied about it.
         if reader.read(1):
             raise CorruptObject(f"object {key.hex()} is corrupt: more data than its stored size")
     except zstandard.ZstdError as e:
         raise CorruptObject(f"object {key.hex()}: cannot decompress: {e}") from e
+
+
+def copy_hashed(src, dest, h) -> None:
+    """Copy ``src`` into ``dest`` (same size, uint8 arrays) and hash what landed in ``dest``.
+
+    A large copy is hashed window by window while each window is in the
+    core's cache: one pass over memory instead of two (~20% off a 10 MB load
+    whose source is not cached). Up to ``_COPY_WHOLE`` the buffer stays in
+    the cache anyway, and one copy and one hash cost less than the windows.
+    """
+    n = dest.nbytes
+    if n <= _COPY_WHOLE:
+        dest[...] = src
+        h.update(dest)
+        return
+    for start in range(0, n, HASH_WINDOW):
+        end = min(start + HASH_WINDOW, n)
+        window = dest[start:end]
+        window[...] = src[start:end]
+        h.update(window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
@@ -23,6 +24,7 @@ from ..objects import (
     object_id,
     split_payload,
 )
+from ..objects.ids import hasher
 from ..objects.pool import run_all, shared_pool
 from ..trust import signature_for
 from . import _framing
@@ -43,11 +45,6 @@ _FORMAT_KEY = b"meta/format"
 _HASH_KEY = b"meta/hash"
 _UUID_KEY = b"meta/uuid"
 _PARALLEL_MIN = 2 * CHUNK_SIZE
-# Reading a chunk is a copy (or a decompression) and a hash: below this many
-# chunks a helper thread's hand-off and GIL handovers cost more than the second
-# core saves (10 MB hit + load measured 1.7-3.5 ms serial vs 1.9-10 ms threaded
-# on a busy 2-core machine); the same threshold as hashing (objects.model).
-_PARALLEL_READ_CHUNKS = 6
 
 #: Short-lived state keys ``hold/<run_id:8><id:16>``: ids a run in progress
 #: has written or is about to write. gc never deletes a held id, nor what it
@@ -217,38 +214,57 @@ class Store:
         return obj
 
     def read_payload(self, oid: ObjectId | str) -> tuple[Blob | Chunked, np.ndarray]:
-        """A Blob's or Chunked's header object and its whole payload in a fresh writable array."""
-        import numpy as np
+        """A Blob's or Chunked's header object and its whole payload in a fresh writable array.
 
+        Raises:
+            NotFound: the object or one of its chunks is missing.
+            CorruptObject: stored bytes do not match their id, or the object is not a payload.
+        """
         oid = self.as_id(oid)
         with self.backend.reading() as r:
-            raw = r.get(oid)
-            if raw is None:
-                raise NotFound(f"object {oid.hex()} not found")
-            enc = _framing.unframe(oid, raw)
-            _verify(oid, enc)
-            obj = _decode(oid, enc)
-            if isinstance(obj, Blob):
-                data = np.frombuffer(obj.data, np.uint8)
-                out = data.copy() if _framing.is_view(raw) else _own(enc, obj.data)
-                return Blob(obj.codec, obj.meta, b""), out
-            if not isinstance(obj, Chunked):
-                raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
-            # Every chunk must be present before a buffer of the claimed size is allocated.
-            for cid, present in zip(obj.chunks, self.backend.has_many(list(obj.chunks))):
-                if not present:
-                    raise NotFound(f"chunk {cid.hex()} of object {oid.hex()} not found")
-            out = np.empty(obj.size, dtype=np.uint8)
-            jobs = []
-            for i, cid in enumerate(obj.chunks):
-                off = i * CHUNK_SIZE
-                jobs.append((r, cid, out[off : min(off + CHUNK_SIZE, obj.size)]))
-            if len(jobs) < _PARALLEL_READ_CHUNKS:
-                for job in jobs:
-                    _read_chunk(*job)
-            else:
-                run_all(_read_chunk, jobs)
-            return obj, out
+            jobs: list[_ReadJob] = []
+            got = _plan_payload(r, oid, jobs)
+            _run_reads(jobs)
+            if isinstance(got, _ReadJob):
+                jobs = []
+                got = _finish_whole(r, got, jobs)
+                _run_reads(jobs)
+        return got
+
+    def read_payloads(self, oids: Iterable[ObjectId | str],
+                      check: Callable[[int, Blob | Chunked, int], None] | None = None,
+                      ) -> list[tuple[Blob | Chunked, np.ndarray]]:
+        """:meth:`read_payload` of several objects, read in one snapshot.
+
+        Each payload is copied (or decompressed) out of the store into a fresh
+        array and hashed as it lands there: the bytes checked against the id
+        are the bytes the caller gets. With enough work (large or compressed
+        payloads) the pieces of all the payloads are spread over the shared
+        pool, so a DataFrame's columns decompress on every core.
+
+        Args:
+            oids: the payloads' ids.
+            check: called as ``check(i, header, nbytes)`` once the ``i``-th
+                payload's header is read, before its buffer is allocated;
+                it raises to refuse the payload (a reader that knows what it
+                needs refuses a crafted size without allocating it).
+
+        Raises:
+            NotFound: an object or one of its chunks is missing.
+            CorruptObject: stored bytes do not match their id, or an object is not a payload.
+        """
+        oids = [self.as_id(o) for o in oids]
+        checks = [None] * len(oids) if check is None else [functools.partial(check, i) for i in range(len(oids))]
+        with self.backend.reading() as r:
+            jobs: list[_ReadJob] = []
+            plans = [_plan_payload(r, oid, jobs, c) for oid, c in zip(oids, checks)]
+            _run_reads(jobs)
+            # Large compressed objects were only known to be payloads once decompressed.
+            late: list[_ReadJob] = []
+            plans = [p if not isinstance(p, _ReadJob) else _finish_whole(r, p, late, c)
+                     for p, c in zip(plans, checks)]
+            _run_reads(late)
+        return plans
 
     def has(self, oid: ObjectId | str) -> bool:
         """Whether ``oid`` is stored (not verified)."""
@@ -464,29 +480,149 @@ def _own(enc: memoryview, data: memoryview) -> np.ndarray:
     return base[start:]
 
 
-def _read_chunk(reader, cid: ObjectId, dest: np.ndarray) -> None:
-    """Copy (or decompress) chunk ``cid`` straight into ``dest``, then verify what landed there."""
+# Reading is copying (~10 GB/s) or decompressing (~1 GB/s) plus hashing; a
+# byte to decompress weighs this many bytes to copy.
+_ZSTD_WEIGHT = 8
+# Below this much weighed work a helper thread's hand-off and GIL handovers
+# cost more than the second core saves (a 10 MB raw hit + load measured
+# 1.7-3.5 ms serial vs 1.9-10 ms threaded on a busy 2-core machine, and the
+# copy of a 10 MB load is bound by memory, not by one core); two compressed
+# chunks (~3.5 ms each) are worth a helper.
+_PARALLEL_READ_WORK = 6 * CHUNK_SIZE
+# Compressed objects up to this size are decompressed and decoded at once.
+_SMALL_ZSTD = 64 << 10
+
+
+class _ReadJob:
+    """One piece of a read: stored bytes to copy or decompress into ``dest``, hashed to ``oid``.
+
+    ``head`` is the encoding before the payload: ``None`` when it is part of
+    the compressed frame (a whole object decompressed into ``dest``), else
+    the bytes the stored encoding must start with. ``checked`` says the
+    stored bytes are known to start with it (a blob's header parsed from them).
+    """
+
+    __slots__ = ("oid", "flag", "body", "head", "dest", "weight", "checked")
+
+    def __init__(self, oid, flag, body, head, dest, checked=False):
+        self.oid, self.flag, self.body, self.head, self.dest = oid, flag, body, head, dest
+        self.weight = dest.nbytes * (_ZSTD_WEIGHT if flag == _framing.ZSTD else 1)
+        self.checked = checked
+
+    def run(self) -> None:
+        import numpy as np
+
+        h = hasher()
+        head, dest, body = self.head, self.dest, self.body
+        if self.flag == _framing.RAW:
+            n = len(head)
+            if not self.checked and (body.nbytes != n + dest.nbytes or body[:n] != head):
+                raise CorruptObject(f"object {self.oid.hex()} is corrupt: not a payload of {dest.nbytes} bytes")
+            h.update(head)
+            src = np.frombuffer(body, np.uint8, offset=n)
+            _framing.copy_hashed(src, dest, h)
+        elif head is None:
+            _framing.decompress_parts(self.oid, body, [dest], h)
+        else:
+            got = bytearray(len(head))
+            _framing.decompress_parts(self.oid, body, [got, dest], h)
+            if got != head:
+                raise CorruptObject(f"object {self.oid.hex()} is corrupt: not a payload of {dest.nbytes} bytes")
+        # Verify the bytes the caller gets, not the store's copy of them.
+        if h.digest() != self.oid:
+            raise CorruptObject(f"object {self.oid.hex()} is corrupt: its bytes do not match its id")
+
+
+def _run_reads(jobs: list[_ReadJob]) -> None:
+    if len(jobs) < 2 or sum(j.weight for j in jobs) < _PARALLEL_READ_WORK:
+        for job in jobs:
+            job.run()
+        return
+    jobs.sort(key=lambda j: -j.weight)  # longest first: the threads finish together
+    run_all(_ReadJob.run, [(j,) for j in jobs])
+
+
+def _plan_payload(reader, oid: ObjectId, jobs: list, check=None):
+    """``(header, array)`` of payload ``oid`` with the array's reads appended to ``jobs``,
+    or a job decompressing the whole object when only its bytes can tell what it is.
+
+    ``check(header, nbytes)`` runs before a payload's buffer is allocated.
+    """
     import numpy as np
 
-    raw = reader.get(cid)
+    raw = reader.get(oid)
     if raw is None:
-        raise NotFound(f"chunk {cid.hex()} not found")
-    view = memoryview(raw)
-    header = chunk_header(dest.nbytes)
-    flag = view[0] if view.nbytes else None
-    if flag == _framing.RAW:
-        body = view[1:]
-        if body.nbytes != len(header) + dest.nbytes or body[: len(header)] != header:
-            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
-        dest[:] = np.frombuffer(body, np.uint8, offset=len(header))
-    elif flag == _framing.ZSTD:
-        head = bytearray(len(header))
-        _framing.decompress_parts(cid, view[1:], [head, dest])
-        if head != header:
-            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {dest.nbytes} bytes")
+        raise NotFound(f"object {oid.hex()} not found")
+    flag, body = _framing.split(oid, raw)
+    if flag == _framing.ZSTD:
+        size = _framing.content_size(oid, body)
+        if size > _SMALL_ZSTD:
+            if size > _framing.VERIFY_OVER:
+                _framing.verify_streamed(oid, body, size)  # before a buffer of that size exists
+            job = _ReadJob(oid, flag, body, None, np.empty(size, np.uint8))
+            jobs.append(job)
+            return job
+        enc = memoryview(_framing.decompress_into(oid, body))
+        _verify(oid, enc)
+        obj = _decode(oid, enc)
+        if isinstance(obj, Blob):
+            head = Blob(obj.codec, obj.meta, b"")
+            if check is not None:
+                check(head, memoryview(obj.data).nbytes)
+            return head, np.frombuffer(obj.data, np.uint8).copy()
     else:
-        _framing.unframe(cid, view)  # raises: empty, or an unknown flag
-        raise CorruptObject(f"object {cid.hex()} is corrupt: unknown storage flag")
-    # Verify the bytes the caller gets, not the store's copy of them.
-    if digest((header, dest)) != cid:
-        raise CorruptObject(f"object {cid.hex()} is corrupt: its bytes do not match its id")
+        # The header is parsed before the bytes are verified (the payload is
+        # verified as it is copied): a damaged header fails that check.
+        obj = _decode(oid, body)
+        if isinstance(obj, Blob):
+            data = memoryview(obj.data)
+            head = Blob(obj.codec, obj.meta, b"")
+            if check is not None:
+                check(head, data.nbytes)
+            out = np.empty(data.nbytes, np.uint8)
+            # The payload is the end of the stored body: the job copies it from there.
+            jobs.append(_ReadJob(oid, flag, body, body[: body.nbytes - data.nbytes], out, checked=True))
+            return head, out
+        _verify(oid, body)
+    return _plan_chunks(reader, oid, obj, jobs, check)
+
+
+def _plan_chunks(reader, oid: ObjectId, obj, jobs: list, check=None):
+    import numpy as np
+
+    if not isinstance(obj, Chunked):
+        raise CorruptObject(f"object {oid.hex()} is a {obj.kind}, not a value payload")
+    if check is not None:
+        check(obj, obj.size)
+    # Every chunk must be present, and stored at the size its slice needs,
+    # before a buffer of the claimed size is allocated.
+    found = []
+    for i, cid in enumerate(obj.chunks):
+        raw = reader.get(cid)
+        if raw is None:
+            raise NotFound(f"chunk {cid.hex()} of object {oid.hex()} not found")
+        flag, body = _framing.split(cid, raw)
+        n = min(CHUNK_SIZE, obj.size - i * CHUNK_SIZE)
+        head = chunk_header(n)
+        stored = body.nbytes if flag == _framing.RAW else _framing.content_size(cid, body)
+        if stored != len(head) + n:
+            raise CorruptObject(f"object {cid.hex()} is corrupt: not a chunk of {n} bytes "
+                                f"(chunk {i} of object {oid.hex()})")
+        found.append((cid, flag, body, head))
+    out = np.empty(obj.size, dtype=np.uint8)
+    for i, (cid, flag, body, head) in enumerate(found):
+        dest = out[i * CHUNK_SIZE : min((i + 1) * CHUNK_SIZE, obj.size)]
+        jobs.append(_ReadJob(cid, flag, body, head, dest))
+    return obj, out
+
+
+def _finish_whole(reader, job: _ReadJob, late: list, check=None):
+    """The header and payload of an object ``job`` decompressed (and verified) whole."""
+    obj = _decode(job.oid, job.dest)
+    if isinstance(obj, Blob):
+        head = Blob(obj.codec, obj.meta, b"")
+        data = memoryview(obj.data)
+        if check is not None:
+            check(head, data.nbytes)
+        return head, _own(memoryview(job.dest), data)
+    return _plan_chunks(reader, job.oid, obj, late, check)

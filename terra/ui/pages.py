@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from .. import runs as R
 from .._format import flatten
 from ..errors import TerraError
-from ..listing import DAMAGED, RunRow, fill_details, iter_rows, page_of_runs, run_tags
+from ..listing import DAMAGED, RunRow, consumers, fill_details, iter_rows, page_of_runs, run_tags
 from ..objects import ObjectId, Tree
 from .graph import to_svg
 from ..preview import kind_of, preview_html, safe_to_load
@@ -267,8 +267,7 @@ def run_page(store, rid: int, q: dict) -> str:
 
     rid = resolve_run(rid, store)
     meta = _raw_meta(store, rid)
-    with store.refs() as txn:
-        consumers = sorted({int.from_bytes(k[15:23], "big") for k, _ in txn.scan(b"edge/p/" + R.rid8(rid))})
+    used_by = consumers(store, rid)
     tags = run_tags(store).get(rid, [])
     start, end = meta.get("start_time"), meta.get("end_time")
     git = meta.get("git") or {}
@@ -277,7 +276,7 @@ def run_page(store, rid: int, q: dict) -> str:
               ("duration", _dur(end - start) if start and end else ""),
               ("tags", "".join(f"<span class=tag>{e(t)}</span>" for t in tags)),
               ("inputs from", ", ".join(_run_link(p) for p in meta.get("parents") or []) or "—"),
-              ("used by", ", ".join(_run_link(c) for c in consumers) or "—")]
+              ("used by", ", ".join(_run_link(c) for c in used_by) or "—")]
     if meta.get("cache_key"):
         record.append(("cache key", f"<code>{bytes(meta['cache_key']).hex()}</code>"))
     if meta.get("fingerprint"):
@@ -367,11 +366,7 @@ def artifact_page(store, ident: str) -> str:
 
     art = terra.get_artifact(ident, store)
     summary = summarize(store, art.__terra_ref__)
-    consumers: list[int] = []
-    if art.run_id is not None:
-        with store.refs() as txn:
-            consumers = sorted({int.from_bytes(k[15:23], "big") for k, _ in txn.scan(b"edge/p/" + R.rid8(art.run_id))
-                                if bytes(k[23:]) == bytes(art.__terra_ref__)})
+    used_by = [] if art.run_id is None else consumers(store, art.run_id, art.__terra_ref__)
     rows = [("id", f"<code>{art.id}</code>"), ("type", e(str(summary.get("type", "?"))))]
     for k in ("shape", "dtype", "len", "columns"):
         if summary.get(k) is not None:
@@ -379,7 +374,7 @@ def artifact_page(store, ident: str) -> str:
     if summary.get("nbytes") is not None:
         rows.append(("size", f"{summary['nbytes']:,} bytes"))
     rows.append(("produced by", _run_link(art.run_id) if art.run_id is not None else "—"))
-    rows.append(("used by", ", ".join(_run_link(c) for c in consumers) or "—"))
+    rows.append(("used by", ", ".join(_run_link(c) for c in used_by) or "—"))
     fmt = download_format(store, art.__terra_ref__, summary)
     download = (f"<a id=download href='/artifact/{art.id}/download'>download ({fmt[1]})</a>" if fmt
                 else "<span class=muted>no download: pickled objects are not decoded here</span>")

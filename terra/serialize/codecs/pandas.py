@@ -471,20 +471,32 @@ def _count(x, what: str, oid: ObjectId) -> int:
     return x
 
 
-def _buffer(dec, oid, size: int | None, owner: ObjectId):
-    """A stored Arrow buffer, checked to hold exactly ``size`` bytes (any size if None)."""
+def _buffers(dec, wanted: list) -> list:
+    """The stored Arrow buffers ``wanted`` as ``(id, exact size or None, owner)``, read in one batch.
+
+    One batch lets the store read (and decompress) every column's buffers on
+    all cores at once. Each is checked to hold exactly its size before its
+    memory is allocated.
+    """
     import pyarrow as pa
 
-    if type(oid) is not ObjectId:
-        raise _corrupt(owner, f"buffer entry {oid!r} is not an object id")
-    blob, data = dec.store.read_payload(oid)
-    if blob.codec != "arrow.buffer":
-        raise _corrupt(owner, f"buffer {oid.hex()} has codec {blob.codec!r}")
-    if size is not None and data.nbytes != size:
-        raise _corrupt(owner, f"buffer {oid.hex()} has {data.nbytes} bytes, the array needs {size}")
-    if data.ctypes.data % 8:
-        data = data.copy()  # Arrow (and the numpy views to_pandas makes) want aligned memory
-    return pa.py_buffer(data)
+    for oid, _size, owner in wanted:
+        if type(oid) is not ObjectId:
+            raise _corrupt(owner, f"buffer entry {oid!r} is not an object id")
+
+    def check(i, blob, nbytes):
+        oid, size, owner = wanted[i]
+        if blob.codec != "arrow.buffer":
+            raise _corrupt(owner, f"buffer {oid.hex()} has codec {blob.codec!r}")
+        if size is not None and nbytes != size:
+            raise _corrupt(owner, f"buffer {oid.hex()} has {nbytes} bytes, the array needs {size}")
+
+    out = []
+    for _blob, data in dec.store.read_payloads([w[0] for w in wanted], check):
+        if data.ctypes.data % 8:
+            data = data.copy()  # Arrow (and the numpy views to_pandas makes) want aligned memory
+        out.append(pa.py_buffer(data))
+    return out
 
 
 def _buffer_sizes(t, n: int) -> list:
@@ -500,8 +512,19 @@ def _buffer_sizes(t, n: int) -> list:
     return [bits, n * (t.bit_width // 8)]
 
 
-def _decode_array(dec, oid, t, length: int | None):
-    """The Arrow array stored under ``oid``, of type ``t`` (and ``length`` values if given)."""
+class _Planned:
+    """A stored Arrow array checked up to its buffers, which are read later in one batch."""
+
+    __slots__ = ("oid", "type", "storage", "n", "nulls", "entries", "dictionary", "first")
+
+    def __init__(self, oid, t, storage, n, nulls, entries, dictionary):
+        self.oid, self.type, self.storage, self.n, self.nulls = oid, t, storage, n, nulls
+        self.entries, self.dictionary, self.first = entries, dictionary, 0
+
+
+def _plan_array(dec, oid, t, length: int | None, wanted: list) -> _Planned:
+    """Check the array tree under ``oid`` (type ``t``, ``length`` values if given) and list
+    the buffers it needs in ``wanted``; :func:`_build_array` makes the array once they are read."""
     import pyarrow as pa
 
     if type(oid) is not ObjectId:
@@ -520,7 +543,7 @@ def _decode_array(dec, oid, t, length: int | None):
     if tree.meta.get("dictionary", False) is not False:
         if not pa.types.is_dictionary(t) or not entries:
             raise _corrupt(oid, f"a dictionary array where the schema says {t}")
-        dictionary = _decode_array(dec, entries.pop(), t.value_type, None)
+        dictionary = _plan_array(dec, entries.pop(), t.value_type, None, wanted)
         storage = t.index_type
     elif pa.types.is_dictionary(t):
         raise _corrupt(oid, f"no dictionary for a column of type {t}")
@@ -531,17 +554,34 @@ def _decode_array(dec, oid, t, length: int | None):
         raise _corrupt(oid, f"{len(entries)} buffers for type {storage}, which has {len(sizes)}")
     if (entries[0] is None) != (nulls == 0):
         raise _corrupt(oid, "its validity bitmap does not match its null count")
-    if n == 0:
-        arr = pa.array([], type=storage)
+    plan = _Planned(oid, t, storage, n, nulls, entries, dictionary)
+    plan.first = len(wanted)
+    if n:
+        wanted.extend((e, size, oid) for i, (e, size) in enumerate(zip(entries, sizes)) if not (e is None and i == 0))
+    return plan
+
+
+def _build_array(plan: _Planned, bufs: list):
+    """The array ``plan`` describes, from the batch of buffers read for it, fully validated."""
+    import pyarrow as pa
+
+    dictionary = None if plan.dictionary is None else _build_array(plan.dictionary, bufs)
+    if plan.n == 0:
+        arr = pa.array([], type=plan.storage)
     else:
-        bufs = [None if e is None and i == 0 else _buffer(dec, e, size, oid)
-                for i, (e, size) in enumerate(zip(entries, sizes))]
-        arr = pa.Array.from_buffers(storage, n, bufs, null_count=-1)  # -1: counted from the bitmap
+        got, k = [], plan.first
+        for i, e in enumerate(plan.entries):
+            if e is None and i == 0:
+                got.append(None)
+            else:
+                got.append(bufs[k])
+                k += 1
+        arr = pa.Array.from_buffers(plan.storage, plan.n, got, null_count=-1)  # -1: counted from the bitmap
         arr.validate(full=True)  # offsets, UTF-8: before anything reads the values
-        if arr.null_count != nulls:
-            raise _corrupt(oid, f"its bitmap has {arr.null_count} nulls, its header says {nulls}")
+        if arr.null_count != plan.nulls:
+            raise _corrupt(plan.oid, f"its bitmap has {arr.null_count} nulls, its header says {plan.nulls}")
     if dictionary is not None:
-        arr = pa.DictionaryArray.from_arrays(arr, dictionary, ordered=t.ordered)
+        arr = pa.DictionaryArray.from_arrays(arr, dictionary, ordered=plan.type.ordered)
         arr.validate(full=True)  # every index within the dictionary
     return arr
 
@@ -614,14 +654,17 @@ def _frame_value(dec, tree, legacy: bool, pd, pa, oid: ObjectId):
     columns_id = entries.pop(0) if has_columns else None
     if len(entries) != len(schema):
         raise _corrupt(oid, f"{len(entries)} columns for a schema of {len(schema)}")
-    arrays = [_decode_array(dec, c, f.type, rows) for f, c in zip(schema, entries)]
+    wanted: list = []
+    plans = [_plan_array(dec, c, f.type, rows, wanted) for f, c in zip(schema, entries)]
+    bufs = _buffers(dec, wanted)
+    arrays = [_build_array(p, bufs) for p in plans]
     if arrays:
         table = pa.Table.from_arrays(arrays, schema=schema)
     else:  # no columns: only a RecordBatch keeps the row count (a bufferless array: pa.nulls allocates)
         batch = pa.RecordBatch.from_arrays([pa.Array.from_buffers(pa.null(), rows, [None])],
                                            names=["_"]).drop_columns(["_"])
         table = pa.Table.from_batches([batch.replace_schema_metadata(schema.metadata)])
-    # Every column was validated in full as it was decoded (_decode_array): the
+    # Every column was validated in full as it was built (_build_array): the
     # table only needs its structure checked (a second full pass cost ~15% of a load).
     table.validate()
     df = table.to_pandas()

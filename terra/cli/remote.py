@@ -1,4 +1,4 @@
-"""The ``terra remote``, ``push``, ``pull`` and ``clone`` commands (registered by :mod:`terra.cli`)."""
+"""The ``terra remote``, ``push``, ``pull`` and ``clone`` commands (the code is in :mod:`terra.remote`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 
 import click
 
+from ._common import progress
+
 __all__ = ["register"]
 
 
 def _run(fn, as_json: bool, **kw):
-    from ..cli import _progress
-
-    with _progress() as cb:
+    with progress() as cb:
         result = fn(progress=cb, **kw)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -23,7 +23,7 @@ def _run(fn, as_json: bool, **kw):
 
 def _split(store, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """``[REMOTE] [RUNS...]``: the first word is the remote when it names one (or is a URL)."""
-    from .config import remotes
+    from ..remote.config import remotes
 
     if args and ("://" in args[0] or args[0] in remotes(store)):
         return args[0], list(args[1:])
@@ -41,7 +41,7 @@ def remote_group():
 @click.option("--default", "default", is_flag=True, help="Make it the default remote.")
 def remote_add(name, url, default):
     """Add remote NAME at URL (s3://bucket/prefix, gs://, az://, file:///path, memory://)."""
-    from .config import add_remote
+    from ..remote.config import add_remote
 
     add_remote(name, url, default=default)
 
@@ -50,7 +50,7 @@ def remote_add(name, url, default):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def remote_list(as_json):
     """Configured remotes; the default is starred."""
-    from .config import default_remote, remotes
+    from ..remote.config import default_remote, remotes
 
     rs, default = remotes(), default_remote()
     if as_json:
@@ -64,7 +64,7 @@ def remote_list(as_json):
 @click.argument("name")
 def remote_remove(name):
     """Forget remote NAME (nothing on the remote changes)."""
-    from .config import remove_remote
+    from ..remote.config import remove_remote
 
     remove_remote(name)
 
@@ -78,7 +78,7 @@ def remote_remove(name):
 def push_cmd(args, tag, all_, force, as_json):
     """Upload runs, their ancestry and artifacts: terra push [REMOTE] [RUNS... | --tag T | --all]."""
     from ..session import current_store
-    from .push import push
+    from ..remote.push import push
 
     remote, runs = _split(current_store(), args)
     _run(push, as_json, runs=runs or None, remote=remote, tag=tag, all=all_, force=force)
@@ -93,7 +93,7 @@ def push_cmd(args, tag, all_, force, as_json):
 def pull_cmd(args, tag, all_, records_only, as_json):
     """Fetch runs with their ancestry: terra pull [REMOTE] [RECORD-IDS... | --tag T | --all]."""
     from ..session import current_store
-    from .pull import pull
+    from ..remote.pull import pull
 
     remote, runs = _split(current_store(), args)
     _run(pull, as_json, runs=runs or None, remote=remote, tag=tag, all=all_, records_only=records_only)
@@ -108,7 +108,7 @@ def clone_cmd(url, path, records_only, as_json):
     """Make a new store (PATH, default the configured one) holding every run of URL."""
     import terra
 
-    from . import clone
+    from ..remote import clone
 
     _run(clone, as_json, url=url, path=path or terra.get_config().store_path, records_only=records_only)
 
