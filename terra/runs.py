@@ -245,7 +245,7 @@ def cached(store: Store, key: bytes) -> tuple[int, Any] | None:
     Raises:
         CorruptRef: the entry is damaged or does not match its record.
     """
-    raw = store.get_ref(b"cache/" + key)
+    raw = store.get_ref(b"cache/" + key)  # k_cache(key), inlined: every cache hit reads one
     if raw is None:
         return None
     hit = store.confirmed_hits.get((key, raw))

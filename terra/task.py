@@ -188,7 +188,7 @@ class Task:
             # The common call: a hit is answered from the key alone, before anything a miss needs is built.
             key = _plain_key(self, args)
             if key is not None:
-                try:  # _lookup, one call less
+                try:  # _lookup's body: one call less on every hit
                     hit = R.cached(store, key)
                 except CorruptRef as e:
                     hit = _damaged(e)
@@ -640,7 +640,7 @@ def _file_inputs(t: Task, bound: dict, store: Store) -> None:
 def _prepare(t: Task, args, kwargs, store: Store) -> tuple[dict, dict, bytes]:
     """Bind a call: ``(bound arguments, arguments recorded, cache key)``."""
     if not kwargs and len(args) == t._n_plain:
-        bound = dict(zip(t._positional, args))  # what _bind returns, minus the checks this call needs not
+        bound = dict(zip(t._positional, args))  # what _bind returns for such a call, without its checks
         key = _plain_key(t, args)
         if key is not None:
             return bound, (_dumped(t, bound) if t.no_dump else bound), key
