@@ -131,6 +131,9 @@ def _make(base: Config, values: dict) -> Config:
 def get_config() -> Config:
     """The current settings (read from file and environment on first use)."""
     global _config
+    cfg = _config  # one atomic read: every cache hit asks, the lock is only for the first load
+    if cfg is not None:
+        return cfg
     with _lock:
         if _config is None:
             _config = _load()

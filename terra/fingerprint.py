@@ -69,21 +69,25 @@ class Fingerprint:
 
     def valid(self) -> bool:
         """True if nothing the digest was computed from has changed."""
-        for ns, name, obj in self._binds:
-            if ns.get(name, _MISSING) is not obj:
-                return False
+        # Every cache hit asks: an empty kind of guard costs a test, not a loop.
         for fn, code, defaults, kwdefaults in self._fns:
             if fn.__code__ is not code or fn.__defaults__ is not defaults or fn.__kwdefaults__ is not kwdefaults:
                 return False
-        for cell, obj in self._cells:
-            try:
-                if cell.cell_contents is not obj:
+        if self._binds:
+            for ns, name, obj in self._binds:
+                if ns.get(name, _MISSING) is not obj:
                     return False
-            except ValueError:  # the cell was emptied
-                return False
-        for obj, digest in self._contents:
-            if content_guard(obj) != digest:
-                return False
+        if self._cells:
+            for cell, obj in self._cells:
+                try:
+                    if cell.cell_contents is not obj:
+                        return False
+                except ValueError:  # the cell was emptied
+                    return False
+        if self._contents:
+            for obj, digest in self._contents:
+                if content_guard(obj) != digest:
+                    return False
         return True
 
 

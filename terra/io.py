@@ -35,7 +35,7 @@ class Artifact:
             from .session import current_store
 
             root = current_store().root
-        self._oid = ObjectId(oid)
+        self._oid = oid if type(oid) is ObjectId else ObjectId(oid)  # every hit on a stored output makes one
         self._run_id = run_id
         self._record: bytes | None = None
         self._root = root

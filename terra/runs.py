@@ -43,6 +43,7 @@ from typing import Any
 import msgpack
 
 from .errors import CorruptRef, NotFound
+from .io import Artifact
 from .objects import ObjectId, Run, Tree
 from .store import Store
 
@@ -243,6 +244,23 @@ def local_run_id(store: Store, record: bytes, fields: dict) -> int | None:
     return int.from_bytes(raw, "big") if raw and len(raw) == 8 else None
 
 
+def cached(store: Store, key: bytes) -> tuple[int, Any] | None:
+    """The confirmed hit of cache key ``key``: ``(run id, output entry)``, or None if there is no entry.
+
+    One verified ref read; the entry is confirmed by its run's record once per
+    process (see :func:`cache_hit`), so a deleted or replaced entry is never
+    answered from memory.
+
+    Raises:
+        CorruptRef: the entry is damaged or does not match its record.
+    """
+    raw = store.get_ref(b"cache/" + key)  # k_cache(key), inlined: every cache hit reads one
+    if raw is None:
+        return None
+    hit = store.confirmed_hits.get((key, raw))
+    return cache_hit(store, key, raw) if hit is None else hit
+
+
 def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
     """The run id and output entry of a cache entry, confirmed by that run's verified record.
 
@@ -255,7 +273,7 @@ def cache_hit(store: Store, key: bytes, raw: bytes) -> tuple[int, Any]:
     Raises:
         CorruptRef: the entry does not match the record it names (or either is unreadable).
     """
-    memo = store.__dict__.setdefault("_confirmed_hits", {})
+    memo = store.confirmed_hits
     k = (key, raw)
     hit = memo.get(k)
     if hit is not None:
@@ -481,8 +499,6 @@ def inp(run_id: int, store: Store | None = None) -> dict:
     its parameter name, their elements shown the same way. A file input is an
     Artifact of the file's content (``.load()`` restores a copy, a Path).
     """
-    from .io import Artifact
-
     store = store or _store()
     rec = get_run(run_id, store)
     tree_id = rec.get("inputs")
@@ -624,8 +640,6 @@ def _entry_skeleton(store, e):
 
 
 def _materialize(skel, root, run_id):
-    from .io import Artifact
-
     if isinstance(skel, _Literal):
         return skel.value
     if isinstance(skel, _Leaf):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import threading
 
-from .config import get_config
+from .config import Config, get_config
 from .store import Store, open_store
 
-__all__ = ["current_store", "store_at"]
+__all__ = ["current_store", "store_at", "store_for"]
 
 _stores: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -37,8 +37,12 @@ _last: tuple = (None, None)
 
 def current_store() -> Store:
     """The store of the current configuration (``terra.configure(storage_dir=...)``)."""
+    return store_for(get_config())
+
+
+def store_for(cfg: Config) -> Store:
+    """The store of ``cfg``, the current configuration its caller already holds (a cache hit needs both)."""
     global _last
-    cfg = get_config()
     if _last[0] is cfg:  # the hot path of every cache hit: no path arithmetic
         return _last[1]
     store = store_at(cfg.store_path)

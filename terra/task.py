@@ -31,7 +31,7 @@ from .files import File, FileInput, is_file_arg
 from .io import Artifact, TaskOutput
 from .leases import begin, committed_counter, end, leases, wait
 from .objects import ObjectId, Run, Tree, digest, encode, is_inline
-from .session import current_store
+from .session import current_store, store_for
 from .store import Store
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["Task", "task"]
 
 _CALL_KEYWORDS = ("force", "return_run_id", "skip_terra_cache", "silence_task")
 _CALL_KEYWORD_SET = frozenset(_CALL_KEYWORDS)
-_NO_OPTS: dict = {}
 _RESERVED = ("run_dir", "run_id")
 
 
@@ -112,6 +111,14 @@ class Task:
         self._var_pos = next((n for n, p in params.items() if p.kind == p.VAR_POSITIONAL), None)
         self._var_kw = next((n for n, p in params.items() if p.kind == p.VAR_KEYWORD), None)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+        # The common call passes every parameter by position to a plain signature: binding it is
+        # a zip (see _prepare). -1 when the signature has anything else.
+        plain = self._simple and not self._wants and len(self._positional) == len(params)
+        self._n_plain = len(params) if plain else -1
+        # (name, position) of the keyed parameters in key order (by name), for such calls.
+        self._key_order = tuple(sorted((n, i) for i, n in enumerate(self._positional) if n not in self.cache_ignored))
+        self._key_head: tuple | None = None  # their key's packed constant parts (see _plain_key)
+        self._fp = None  # the fingerprint last used, kept while its guards hold (see _code)
         self._last_run_id: int | None = None
 
     # -- construction -----------------------------------------------------------
@@ -149,7 +156,13 @@ class Task:
 
     def _code(self) -> str:
         """The code part of the cache key: fingerprint (or version pin) and the values bound into the callable."""
-        code = f"version:{self.version}" if self.version is not None else fingerprint(self.fn).digest
+        if self.version is not None:
+            code = f"version:{self.version}"
+        else:
+            fp = self._fp
+            if fp is None or not fp.valid():  # revalidated on every call: edits and mutations count at once
+                fp = self._fp = fingerprint(self.fn)
+            code = fp.digest
         if self._bound is None:
             return code
         return code + "|" + _bound_digest(self)[0]
@@ -166,16 +179,42 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> TaskOutput:
         """Run (or fetch from the cache) the function on these arguments; see :data:`terra.io.TaskOutput`."""
-        opts = _NO_OPTS
         if kwargs and not _CALL_KEYWORD_SET.isdisjoint(kwargs):
-            opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
+            return self._call_with_options(args, kwargs)
+        cfg = get_config()
+        store = store_for(cfg)
+        looked_up = False
+        if not kwargs and self.cache:
+            # The common call: a hit is answered from the key alone, before anything a miss needs is built.
+            key = _plain_key(self, args)
+            if key is not None:
+                try:  # _lookup's body: one call less on every hit
+                    hit = R.cached(store, key)
+                except CorruptRef as e:
+                    hit = _damaged(e)
+                if hit is not None:
+                    run_id, output = _hit(self, store, hit, cfg)
+                    self._last_run_id = run_id
+                    return output
+                looked_up = True
+        return self._answer(store, args, kwargs, False, looked_up)[1]
+
+    def _call_with_options(self, args, kwargs):
+        """A call passing ``force``, ``return_run_id``, ``skip_terra_cache`` or ``silence_task``."""
+        opts = {k: kwargs.pop(k) for k in _CALL_KEYWORDS if k in kwargs and k not in self.signature.parameters}
         if opts.get("silence_task"):
             call_args, call_kwargs = self._call_args(args, kwargs)
             return self.fn(*call_args, **call_kwargs)
         force = bool(opts.get("force") or opts.get("skip_terra_cache"))
-        run_id, output = _execute(self, args, kwargs, force)
-        self._last_run_id = run_id
+        run_id, output = self._answer(current_store(), args, kwargs, force)
         return (run_id, output) if opts.get("return_run_id") else output
+
+    def _answer(self, store: Store, args, kwargs, force: bool, looked_up: bool = False) -> tuple[int, TaskOutput]:
+        """Bind, key and answer a call: ``(run_id, output)``."""
+        bound, dumped, key = _prepare(self, args, kwargs, store)
+        run_id, output = _execute_keyed(self, store, key, args, kwargs, bound, dumped, force, looked_up=looked_up)
+        self._last_run_id = run_id
+        return run_id, output
 
     def _bind(self, args, kwargs) -> dict[str, Any]:
         """Arguments by parameter name with defaults applied, as ``BoundArguments.arguments``.
@@ -498,6 +537,47 @@ def _cache_key(t: Task, named: list, var_positional: list, var_keyword: list) ->
                                                     var_keyword]))
 
 
+def _plain_key(t: Task, args: tuple) -> bytes | None:
+    """The cache key of a call passing inline values to every parameter by position (plain signature), else None.
+
+    The same key as :func:`_call_key` gives, without binding (such a call has
+    no defaults to apply, no files to hash and no values to hash as objects),
+    and the same bytes as :func:`_cache_key` packs: msgpack writes an array
+    as its header then each item, so the parts that depend only on the task
+    and its code are packed once per code version and only the arguments on
+    every call.
+    """
+    if len(args) != t._n_plain:
+        return None
+    for a in args:
+        if not is_inline(a):
+            return None
+    code = t._code()  # revalidated on every call
+    head = t._key_head
+    if head is None or head[0] != code or head[1] != t.identity:
+        head = t._key_head = _plain_key_head(t, code)
+    prefix, pairs = head[2], head[3]
+    pack = _key_packer.pack
+    if len(pairs) == 1:  # the common one-parameter task: no list to build
+        pair, i = pairs[0]
+        return xxhash.xxh3_128_digest(prefix + pair + pack(args[i]) + _NO_VARIADICS)
+    return xxhash.xxh3_128_digest(prefix + b"".join([pair + pack(args[i]) for pair, i in pairs]) + _NO_VARIADICS)
+
+
+def _plain_key_head(t: Task, code: str) -> tuple:
+    """The constant parts of a plain call's key: ``(code, identity, prefix, ((pair, position), ...))``.
+
+    ``prefix`` packs the outer array's header, ``KEY_FORMAT``, identity, code
+    and the header of ``named``; each ``pair`` packs the header and name of a
+    ``[name, value]`` item, its value taken from ``args[position]``.
+    """
+    pk = _key_packer
+    prefix = pk.pack_array_header(6) + pk.pack(KEY_FORMAT) + pk.pack(t.identity) + pk.pack(code) \
+        + pk.pack_array_header(len(t._key_order))
+    pairs = tuple((pk.pack_array_header(2) + pk.pack(name), i) for name, i in t._key_order)
+    return code, t.identity, prefix, pairs
+
+
 def _call_key(t: Task, bound: dict, store: Store) -> bytes:
     """The cache key of a bound call (``cache_ignored_args`` left out)."""
     ignored = t.cache_ignored
@@ -535,6 +615,7 @@ def _hashable(v, store: Store) -> bool:
 
 
 _EMPTY: list = []
+_NO_VARIADICS = _key_packer.pack(_EMPTY) + _key_packer.pack(_EMPTY)  # the key's *args and **kwargs of a plain call
 
 
 def _file_inputs(t: Task, bound: dict, store: Store) -> None:
@@ -556,29 +637,31 @@ def _file_inputs(t: Task, bound: dict, store: Store) -> None:
 
 
 
-def _execute(t: Task, args, kwargs, force: bool):
-    store = current_store()
-    bound, dumped, key = _prepare(t, args, kwargs, store)
-    return _execute_keyed(t, store, key, args, kwargs, bound, dumped, force)
-
-
 def _prepare(t: Task, args, kwargs, store: Store) -> tuple[dict, dict, bytes]:
     """Bind a call: ``(bound arguments, arguments recorded, cache key)``."""
-    bound = t._bind(args, dict(kwargs) if kwargs else {})
+    if not kwargs and len(args) == t._n_plain:
+        bound = dict(zip(t._positional, args))  # what _bind returns for such a call, without its checks
+        key = _plain_key(t, args)
+        if key is not None:
+            return bound, (_dumped(t, bound) if t.no_dump else bound), key
+    else:
+        bound = t._bind(args, dict(kwargs) if kwargs else {})
     _file_inputs(t, bound, store)
     key = _call_key(t, bound, store)
     dumped = _dumped(t, bound) if t.no_dump else bound
     return bound, dumped, key
 
 
-def _execute_keyed(t: Task, store: Store, key: bytes, args, kwargs, bound, dumped, force: bool, code=None):
+def _execute_keyed(t: Task, store: Store, key: bytes, args, kwargs, bound, dumped, force: bool, code=None,
+                   looked_up: bool = False):
     """Answer a call whose key is known (from :func:`_prepare`, maybe in another process).
 
     ``code``: the code fields the driver computed (fingerprint and parts), recorded as they are.
+    ``looked_up``: the caller found no cache entry for the key just now.
     """
     cfg = get_config()
     use_cache = t.cache and not force
-    if use_cache:
+    if use_cache and not looked_up:
         hit = _lookup(store, key)
         if hit is not None:
             return _hit(t, store, hit, cfg)
@@ -621,18 +704,22 @@ def _abandon(t: Task, store: Store, key: bytes, run_id: int) -> None:
 def _lookup(store: Store, key: bytes):
     """The confirmed cache hit for ``key``, or None; a damaged entry is a miss (and a warning)."""
     try:
-        raw = store.get_ref(R.k_cache(key))
-        return None if raw is None else R.cache_hit(store, key, raw)
+        return R.cached(store, key)
     except CorruptRef as e:
-        # Recomputing commits a fresh entry over the damaged one.
-        warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=4)
-        return None
+        return _damaged(e)
+
+
+def _damaged(e: CorruptRef) -> None:
+    """A damaged cache entry is a miss: warn; recomputing commits a fresh entry over it."""
+    warnings.warn(f"{e}; recomputing", DamagedRefWarning, stacklevel=3)
 
 
 def _hit(t: Task, store: Store, hit, cfg):
     run_id, entry = hit
     if not cfg.quiet:
         print(f"task: {t.name}, run_id={run_id} (cached)")
+    if type(entry) is not ObjectId:  # an inline output is the output (output_view, one call less)
+        return hit
     return run_id, R.output_view(store, entry, run_id)
 
 

@@ -16,7 +16,7 @@ import lmdb
 from ..errors import StoreError
 from ..objects import CHUNK_SIZE
 
-__all__ = ["Env", "close_env", "process_id", "registered", "shared_env"]
+__all__ = ["Env", "close_env", "process_id", "registered", "shared_env", "usable"]
 
 # Largest join buffer kept between puts: one chunk and its header.
 _SCRATCH_MAX = CHUNK_SIZE + 64
@@ -146,6 +146,15 @@ def _open_lmdb(path: str, inherited: bool, **kw) -> lmdb.Environment:
         return lmdb.open(path, **kw)
     finally:
         _envid.env_keys = keys
+
+
+def usable(env: Env | None, path: str) -> bool:
+    """Whether ``env`` is still this process's open environment of ``path`` (checked on every read).
+
+    Lock-free (one dict read is atomic) and without a ``getpid`` system call
+    (``_pid`` follows fork): every cache hit asks.
+    """
+    return env is not None and not env.closed and env.pid == _pid and _ENVS.get(path) is env
 
 
 def registered(path: str) -> Env | None:

@@ -27,7 +27,7 @@ import lmdb
 from ..errors import StoreError
 from . import _framing
 from ._disk import check_local_filesystem, disk_full
-from ._env import Env, close_env, process_id, registered, shared_env
+from ._env import Env, close_env, registered, shared_env, usable
 from ._state import MergedRefs, boot_id, reset_if_rebooted
 from .base import Backend
 
@@ -203,9 +203,7 @@ class LMDBBackend(Backend):
 
     def _env(self) -> Env:
         e = self._last
-        # An environment leaves the registry only by close_env (which marks it closed) or by
-        # a fork (its pid differs): these two checks cover it, without the registry's lock.
-        if e is None or e.closed or e.pid != process_id():
+        if not usable(e, self.path):
             e = self._last = shared_env(self.path, self._map_size, self._readonly, self._volatile)
         return e
 
@@ -385,13 +383,15 @@ class LMDBBackend(Backend):
 
     def get_ref(self, key: bytes) -> bytes | None:
         """One ref's value: the cache lookup's fast path."""
-        e = self._env()
+        e = self._last
+        if not usable(e, self.path):
+            e = self._env()
         with e.lock:  # resizes happen under this lock too: none can run in between
             if not e.closed:
                 try:
                     txn = e.env.begin()  # copies the value out (no buffers): nothing to count as open
                     try:
-                        return txn.get(key, db=e.refs)
+                        return txn.get(key, None, e.refs)  # positional: py-lmdb parses keywords slowly
                     finally:
                         txn.abort()
                 except lmdb.MapResizedError:

@@ -56,10 +56,12 @@ def unseal(key: bytes, raw) -> bytes:
     Raises:
         CorruptRef: the checksum does not match (the entry is damaged).
     """
-    raw = bytes(raw)
-    if len(raw) < _SUM or raw[-_SUM:] != _digest(key + raw[:-_SUM], len(key)):
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    value = raw[:-_SUM]  # every cache hit unseals one ref: one slice, one concatenation, one hash
+    if len(raw) < _SUM or raw[-_SUM:] != _digest(key + value, len(key)):
         raise CorruptRef(f"ref {describe(key)} is damaged (checksum mismatch); run `terra fsck --repair`")
-    return raw[:-_SUM]
+    return value
 
 
 def describe(key: bytes) -> str:

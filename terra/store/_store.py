@@ -73,6 +73,8 @@ class Store:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._local = threading.local()
+        #: ``{(cache key, entry): (run id, output)}``: cache entries confirmed by their records (terra.runs).
+        self.confirmed_hits: dict = {}
         self._check_format()
 
     def _check_format(self) -> None:
@@ -325,12 +327,7 @@ class Store:
         Raises:
             CorruptRef: the entry is damaged.
         """
-        fast = getattr(self.backend, "get_ref", None)
-        if fast is not None:
-            raw = fast(key)
-        else:
-            with self.backend.refs() as txn:
-                raw = txn.get(key)
+        raw = self.backend.get_ref(key)
         if raw is None or not self._sealed or key.startswith(b"meta/"):
             return raw
         return unseal(key, raw)

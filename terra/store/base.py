@@ -97,6 +97,11 @@ class Backend(ABC):
         ``durable=False`` a system crash may undo it (integrity is kept).
         """
 
+    def get_ref(self, key: bytes) -> bytes | None:
+        """One durable ref's value (every cache lookup reads one: a backend may do it faster)."""
+        with self.refs() as txn:
+            return txn.get(key)
+
     def update_state(self, fn: Callable[[RefTxn], object]) -> object:
         """Like :meth:`update_refs`, for short-lived state (leases, runs in progress).
 
