@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import notify
 from . import runs as R
+from ._keys import _prepare
+from ._lifecycle import _artifacts, _execute_keyed, _hit, _lookup
 from .config import configure, get_config
 from .errors import NotFound, TaskError, TerraError
 from .objects import ObjectId
 from .session import current_store, store_at
-from .task import _artifacts, _execute_keyed, _hit, _lookup, _prepare
 
 if TYPE_CHECKING:
     from .task import Task

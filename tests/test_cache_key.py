@@ -143,7 +143,7 @@ def test_why_and_inp_keep_the_kinds_apart():
 
 
 def test_the_key_format_is_named():
-    from terra.task import KEY_FORMAT
+    from terra._keys import KEY_FORMAT
 
     assert KEY_FORMAT == "terra-call-2"
 
@@ -323,7 +323,7 @@ def prop(a, /, b=None, *rest, c=0.0, **kw):
 
 
 def _check_pair(store, pair):
-    from terra.task import _call_key, _file_inputs
+    from terra._keys import _call_key, _file_inputs
 
     t = prop
     sig = t.signature

@@ -95,7 +95,7 @@ def test_expired_lease_of_other_host_is_taken_over(tmp_path):
             calls.append(x)
             return x
 
-        from terra.task import _call_key
+        from terra._keys import _call_key
 
         store = current_store()
         key = _call_key(f, f._bind((5,), {}), store)

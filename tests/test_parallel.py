@@ -279,9 +279,9 @@ def test_worker_without_the_store_sends_runs_through_the_remote(tmp_path):
 
 
 def test_worker_without_the_store_or_a_remote_is_refused(tmp_path):
+    from terra._keys import _prepare
     from terra.errors import TerraError
     from terra.parallel import Call, work
-    from terra.task import _prepare
 
     terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)
     store = current_store()
@@ -298,8 +298,8 @@ def test_worker_without_the_store_or_a_remote_is_refused(tmp_path):
 
 def test_workers_run_on_the_key_and_code_they_are_sent(store):
     """work() never recomputes: the run is recorded under the driver's key and code fields."""
+    from terra._keys import _prepare
     from terra.parallel import Call, work
-    from terra.task import _prepare
 
     bound, dumped, key = _prepare(scale, (np.arange(2), 5), {}, store)
     code = {**scale._code_fields(), "fingerprint": "f" * 32}  # as a driver with other code would send it
@@ -313,10 +313,10 @@ def test_workers_run_on_the_key_and_code_they_are_sent(store):
 
 
 def test_driver_refuses_a_worker_run_that_is_not_the_call(tmp_path):
+    from terra._keys import _prepare
     from terra.errors import TerraError
     from terra.parallel import Call, Done, _adopt
     from terra.remote import add_remote, push
-    from terra.task import _prepare
 
     terra.configure(storage_dir=str(tmp_path / "driver"), quiet=True)
     add_remote("origin", f"file://{tmp_path / 'remote'}")

@@ -110,7 +110,7 @@ def test_call_finished_elsewhere_while_taking_the_lease(monkeypatch):
     """The race _begin guards: the result lands between our lookup and our lease."""
     import importlib
 
-    T = importlib.import_module("terra.task")  # the module: terra.task is the decorator
+    T = importlib.import_module("terra._lifecycle")  # where _execute_keyed looks _lookup up
 
     store = current_store()
     double(4)  # run 1: its result is in the cache
@@ -122,6 +122,7 @@ def test_call_finished_elsewhere_while_taking_the_lease(monkeypatch):
 
     monkeypatch.setattr(T, "_lookup", first_lookup_misses)
     assert double(4, return_run_id=True) == (1, 8)  # served from the cache, nothing ran
+    assert len(calls) == 2  # the miss before the lease, the hit after it
     monkeypatch.undo()
     assert double(5, return_run_id=True)[0] == 2  # the id it took was given back
     assert [k for k in _state_keys(store) if not k.startswith(b"counter/")] == []

@@ -439,7 +439,7 @@ def _commit_runs(store: Store, order: list, manifests: dict, records: dict, firs
 
 def _produced(store: Store, fields: dict) -> set[bytes]:
     from ..io import Artifact
-    from ..task import _artifacts
+    from .._lifecycle import _artifacts
 
     out = fields.get("output")
     if fields.get("status") != "success" or not isinstance(out, ObjectId):
