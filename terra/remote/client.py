@@ -41,8 +41,7 @@ class Client:
 
     def __init__(self, url: str):
         try:
-            import obstore  # noqa: F401 - the `terra[remote]` extra
-            from obstore.store import from_url
+            from obstore.store import from_url  # the `terra[remote]` extra
         except ImportError:
             raise RemoteError("remotes need obstore: pip install 'terra[remote]'") from None
         self.url = url
