@@ -282,10 +282,7 @@ class LMDBBackend(Backend):
         if self._readonly:
             raise StoreError(f"store {self.path} is open read-only")
         while True:
-            e = self._env()
-            with e.lock:
-                if e.closed:  # another handle closed it meanwhile: reopen
-                    continue
+            with self._locked() as e:
                 try:
                     with e.env.begin(write=True, buffers=True) as txn:
                         result = fn(e, txn)
