@@ -84,8 +84,8 @@ def test_fsck_after_a_records_only_pull(moto, tmp_path):  # noqa: F811
     assert terra.fsck().missing == [gone]
 
 
-def test_fsck_reports_an_object_missing_that_no_remote_has(tmp_path):
-    url = f"file://{tmp_path / 'remote'}"
+def _records_only_pull(tmp_path, url: str):
+    """Store A runs the pipeline and pushes it to ``url``; store B (current after) pulls its records only."""
     terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
     ns: dict = {}
     exec(PIPE, ns)
@@ -93,7 +93,11 @@ def test_fsck_reports_an_object_missing_that_no_remote_has(tmp_path):
     push(all=True, remote=url)
     terra.configure(storage_dir=str(tmp_path / "B"), quiet=True)
     add_remote("team", url)
-    pull(all=True, records_only=True)
+    return pull(all=True, records_only=True)
+
+
+def test_fsck_reports_an_object_missing_that_no_remote_has(tmp_path):
+    _records_only_pull(tmp_path, f"file://{tmp_path / 'remote'}")
     b = current_store()
     assert terra.fsck().ok
     # An object the pull did fetch (run 3's output, small): lost here, and no record says a remote has it.
@@ -188,14 +192,7 @@ def test_fsck_cannot_confirm_what_an_unreachable_remote_holds(tmp_path, monkeypa
                      "AWS_ALLOW_HTTP": "true"}.items():
             monkeypatch.setenv(k, v)
         url = _bucket({"AWS_ENDPOINT_URL": f"http://{host}:{port}"})
-        terra.configure(storage_dir=str(tmp_path / "A"), quiet=True)
-        ns: dict = {}
-        exec(PIPE, ns)
-        ns["run"](n=200_000)
-        push(all=True, remote=url)
-        terra.configure(storage_dir=str(tmp_path / "B"), quiet=True)
-        add_remote("team", url)
-        n = pull(all=True, records_only=True).objects_left
+        n = _records_only_pull(tmp_path, url).objects_left
         assert terra.fsck().remote_only == {"team": n}
     finally:
         server.stop()
